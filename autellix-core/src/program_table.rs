@@ -1,0 +1,197 @@
+//! The process table: one entry per live program, one per live call, and the critical-path end of
+//! each finished call (so later calls can name it as a parent) until its program ends.
+
+use rustc_hash::FxHashMap;
+
+use crate::error::{CoreError, Result};
+use crate::types::{CallId, CallState, EngineId, ProgramId, ThreadId};
+
+/// A program's entry in the process table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Program {
+    pub id: ProgramId,
+    /// Arrival of its first call.
+    pub arrival: f64,
+    /// Summed service (model time) of its completed calls: the PLAS priority.
+    pub attained_service: f64,
+    /// Summed waiting time of its completed calls: `W_p` of the anti-starvation ratio.
+    pub waiting_time: f64,
+    /// Longest critical path observed through its DAG of completed calls: the ATLAS priority.
+    pub critical_path: f64,
+    /// Engine its latest call was placed on (the load balancer's affinity).
+    pub engine: Option<EngineId>,
+    /// Calls submitted and not yet finished or aborted.
+    pub active_calls: u32,
+    pub finished_calls: u64,
+    pub last_arrival: f64,
+    pub last_completion: Option<f64>,
+    /// Last call of each thread: the implicit parent of the thread's next call.
+    pub(crate) threads: FxHashMap<ThreadId, CallId>,
+    /// Every call of the program the table still holds (live and finished).
+    pub(crate) calls: Vec<CallId>,
+    /// Its calls that are queued (waiting or preempted), for refreshing their starvation deadline.
+    pub(crate) queued: Vec<CallId>,
+    /// When it may be garbage-collected; infinite while it has live calls.
+    pub(crate) idle_deadline: f64,
+}
+
+impl Program {
+    pub(crate) fn new(id: ProgramId, now: f64) -> Self {
+        Self {
+            id,
+            arrival: now,
+            attained_service: 0.0,
+            waiting_time: 0.0,
+            critical_path: 0.0,
+            engine: None,
+            active_calls: 0,
+            finished_calls: 0,
+            last_arrival: now,
+            last_completion: None,
+            threads: FxHashMap::default(),
+            calls: Vec::new(),
+            queued: Vec::new(),
+            idle_deadline: f64::INFINITY,
+        }
+    }
+
+    /// Number of distinct threads seen.
+    pub fn thread_count(&self) -> usize {
+        self.threads.len()
+    }
+}
+
+/// A live call's entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub id: CallId,
+    pub program: ProgramId,
+    pub thread: ThreadId,
+    pub engine: EngineId,
+    pub arrival: f64,
+    pub prompt_tokens: u64,
+    pub generated_tokens: u64,
+    pub state: CallState,
+    /// The program's priority value when the call arrived.
+    pub priority: f64,
+    /// Critical-path value at the call's start: the longest path through its parents.
+    pub path_start: f64,
+    /// Current queue (0 = highest priority).
+    pub level: u8,
+    /// FCFS position inside the queue (order of entry into it).
+    pub(crate) seq: u64,
+    /// Start of the current waiting or running interval.
+    pub(crate) since: f64,
+    pub(crate) wait_acc: f64,
+    pub(crate) service_acc: f64,
+    /// Waiting and service at the last anti-starvation promotion (the ratio counts from there).
+    pub(crate) wait_reset: f64,
+    pub(crate) service_reset: f64,
+    /// Quantum left in the current queue, while not running.
+    pub(crate) quantum_left: f64,
+    /// When the running call uses up its quantum; infinite otherwise.
+    pub(crate) expiry: f64,
+    /// When the queued call is due for promotion; infinite otherwise.
+    pub(crate) deadline: f64,
+    pub(crate) queued_pos: u32,
+    pub(crate) running_pos: u32,
+    /// Step in which batch formation last selected it.
+    pub(crate) selected_in: u64,
+}
+
+impl Call {
+    /// Total time spent queued (waiting or preempted) up to `now`.
+    pub fn waiting_time(&self, now: f64) -> f64 {
+        self.wait_acc
+            + if self.state.is_queued() {
+                now - self.since
+            } else {
+                0.0
+            }
+    }
+
+    /// Total time spent running (model-executor time) up to `now`.
+    pub fn service(&self, now: f64) -> f64 {
+        self.service_acc
+            + if self.state == CallState::Running {
+                now - self.since
+            } else {
+                0.0
+            }
+    }
+
+    /// KV-cache tokens it occupies (or needs back) on its engine.
+    pub fn kv_tokens(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.generated_tokens)
+    }
+}
+
+/// What is kept of a finished call: enough to resolve it as a parent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct FinishedCall {
+    pub program: ProgramId,
+    /// `path_start + service`.
+    pub path_end: f64,
+}
+
+/// Programs, live calls and retained finished calls, by id.
+#[derive(Debug, Default, Clone)]
+pub struct ProgramTable {
+    pub(crate) programs: FxHashMap<ProgramId, Program>,
+    pub(crate) calls: FxHashMap<CallId, Call>,
+    pub(crate) finished: FxHashMap<CallId, FinishedCall>,
+}
+
+impl ProgramTable {
+    pub fn program(&self, id: ProgramId) -> Result<&Program> {
+        self.programs.get(&id).ok_or(CoreError::UnknownProgram(id))
+    }
+
+    pub fn call(&self, id: CallId) -> Result<&Call> {
+        self.calls.get(&id).ok_or(CoreError::UnknownCall(id))
+    }
+
+    /// Whether the id is taken by a live call or a retained finished one.
+    pub fn knows_call(&self, id: CallId) -> bool {
+        self.calls.contains_key(&id) || self.finished.contains_key(&id)
+    }
+
+    pub fn num_programs(&self) -> usize {
+        self.programs.len()
+    }
+
+    pub fn num_live_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Live calls of a program.
+    pub fn live_calls(&self, id: ProgramId) -> Result<Vec<CallId>> {
+        let program = self.program(id)?;
+        Ok(program
+            .calls
+            .iter()
+            .copied()
+            .filter(|c| self.calls.contains_key(c))
+            .collect())
+    }
+
+    pub(crate) fn program_mut(&mut self, id: ProgramId) -> &mut Program {
+        self.programs
+            .get_mut(&id)
+            .expect("invariant: a live call's program is in the table")
+    }
+
+    pub(crate) fn call_mut(&mut self, id: CallId) -> &mut Call {
+        self.calls
+            .get_mut(&id)
+            .expect("invariant: scheduled call ids are live")
+    }
+}
+
+/// Removes `vec[pos]` by swapping in the last element; returns the id that moved into `pos`, whose
+/// stored position the caller must update.
+pub(crate) fn swap_remove_tracked(vec: &mut Vec<CallId>, pos: u32) -> Option<CallId> {
+    let pos = pos as usize;
+    vec.swap_remove(pos);
+    vec.get(pos).copied()
+}
