@@ -1,0 +1,271 @@
+//! `Scheduler`: the core behind a mutex, shareable between Python threads. Microsecond operations
+//! keep the GIL; batch operations (a step, a large submission) release it while they run.
+
+use std::sync::{Mutex, MutexGuard};
+
+use autellix_core::{self as core, CallSpec, Capacity, CoreError};
+use pyo3::prelude::*;
+
+use crate::errors::{InternalError, InvalidArgumentError, guard, to_py};
+use crate::types::{CallInfo, Decision, Id, ProgramInfo, SchedulerConfig, ids};
+
+/// Batches at least this long release the GIL while the core works on them.
+const DETACH_AT: usize = 64;
+
+/// The program-aware scheduler: process table, policy and per-engine queues.
+///
+/// Time is passed in by the caller (`now`, in the unit the configuration assumes: seconds by
+/// default) and never goes backwards: an earlier `now` reads as the latest seen.
+#[pyclass(module = "autellix._core", frozen)]
+pub struct Scheduler {
+    inner: Mutex<core::Scheduler>,
+}
+
+impl Scheduler {
+    fn lock(&self) -> PyResult<MutexGuard<'_, core::Scheduler>> {
+        self.inner.lock().map_err(|_| {
+            InternalError::new_err(
+                "this scheduler is unusable after an earlier internal error; create a new one",
+            )
+        })
+    }
+
+    /// Runs `f` on the core under the lock, mapping errors and panics.
+    fn with<R>(&self, f: impl FnOnce(&mut core::Scheduler) -> Result<R, CoreError>) -> PyResult<R> {
+        guard(|| f(&mut *self.lock()?).map_err(to_py))
+    }
+
+    /// As [`Scheduler::with`], releasing the GIL when the batch is long.
+    fn with_batch<R: Send>(
+        &self,
+        py: Python<'_>,
+        len: usize,
+        f: impl FnOnce(&mut core::Scheduler) -> Result<R, CoreError> + Send,
+    ) -> PyResult<R> {
+        if len >= DETACH_AT {
+            py.detach(|| self.with(f))
+        } else {
+            self.with(f)
+        }
+    }
+}
+
+#[pymethods]
+impl Scheduler {
+    #[new]
+    #[pyo3(signature = (config = None))]
+    fn new(config: Option<SchedulerConfig>) -> PyResult<Self> {
+        let config = config.map_or_else(core::SchedulerConfig::default, |c| c.0);
+        let inner = core::Scheduler::new(config).map_err(to_py)?;
+        Ok(Self {
+            inner: Mutex::new(inner),
+        })
+    }
+
+    #[getter]
+    fn config(&self) -> PyResult<SchedulerConfig> {
+        Ok(SchedulerConfig(self.lock()?.config().clone()))
+    }
+
+    #[getter]
+    fn policy(&self) -> PyResult<&'static str> {
+        Ok(self.lock()?.config().policy.as_str())
+    }
+
+    /// Latest time seen.
+    #[getter]
+    fn now(&self) -> PyResult<f64> {
+        Ok(self.lock()?.now())
+    }
+
+    #[getter]
+    fn num_programs(&self) -> PyResult<usize> {
+        Ok(self.lock()?.table().num_programs())
+    }
+
+    /// Live calls (waiting, running or preempted) on all engines.
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.lock()?.table().num_live_calls())
+    }
+
+    /// Registers a new waiting call; its program is created on first sight. `parents` are
+    /// explicit parent calls (same program, already submitted); without them the previous call
+    /// of the same thread is the parent.
+    #[pyo3(
+        signature = (call, program, now, *, thread = Id(0), engine = 0, parents = None, prompt_tokens = 0),
+        text_signature = "(self, /, call, program, now, *, thread=0, engine=0, parents=None, prompt_tokens=0)"
+    )]
+    fn submit(
+        &self,
+        call: Id,
+        program: Id,
+        now: f64,
+        thread: Id,
+        engine: u32,
+        parents: Option<Vec<Id>>,
+        prompt_tokens: u64,
+    ) -> PyResult<()> {
+        let parents = parents.map(ids);
+        self.with(|s| {
+            s.submit(
+                &CallSpec {
+                    call: call.0,
+                    program: program.0,
+                    thread: thread.0,
+                    engine,
+                    parents: parents.as_deref(),
+                    prompt_tokens,
+                },
+                now,
+            )
+        })
+    }
+
+    /// Registers many calls at once, column by column (all columns as long as `calls`); all or
+    /// none are accepted. A parent may be an earlier call of the same batch.
+    #[pyo3(signature = (now, calls, programs, *, threads = None, engines = None, prompt_tokens = None, parents = None))]
+    fn submit_many(
+        &self,
+        py: Python<'_>,
+        now: f64,
+        calls: Vec<Id>,
+        programs: Vec<Id>,
+        threads: Option<Vec<Id>>,
+        engines: Option<Vec<u32>>,
+        prompt_tokens: Option<Vec<u64>>,
+        parents: Option<Vec<Option<Vec<Id>>>>,
+    ) -> PyResult<()> {
+        let n = calls.len();
+        let column_len = |name: &str, len: Option<usize>| match len {
+            Some(len) if len != n => Err(InvalidArgumentError::new_err(format!(
+                "{name} has {len} entries but calls has {n}"
+            ))),
+            _ => Ok(()),
+        };
+        column_len("programs", Some(programs.len()))?;
+        column_len("threads", threads.as_ref().map(Vec::len))?;
+        column_len("engines", engines.as_ref().map(Vec::len))?;
+        column_len("prompt_tokens", prompt_tokens.as_ref().map(Vec::len))?;
+        column_len("parents", parents.as_ref().map(Vec::len))?;
+        let parents: Option<Vec<Option<Vec<u64>>>> =
+            parents.map(|ps| ps.into_iter().map(|p| p.map(ids)).collect());
+        self.with_batch(py, n, |s| {
+            let specs: Vec<CallSpec<'_>> = (0..n)
+                .map(|i| CallSpec {
+                    call: calls[i].0,
+                    program: programs[i].0,
+                    thread: threads.as_ref().map_or(0, |t| t[i].0),
+                    engine: engines.as_ref().map_or(0, |e| e[i]),
+                    parents: parents.as_ref().and_then(|p| p[i].as_deref()),
+                    prompt_tokens: prompt_tokens.as_ref().map_or(0, |t| t[i]),
+                })
+                .collect();
+            s.submit_many(&specs, now)
+        })
+    }
+
+    /// One engine step: records `progress` (call, new tokens) and `finished` calls, applies due
+    /// quantum demotions and anti-starvation promotions, and forms the batch within
+    /// `max_running` calls and `kv_tokens` KV-cache tokens. Validated first: on error nothing
+    /// changed.
+    #[pyo3(signature = (engine, now, max_running, kv_tokens, *, finished = None, progress = None))]
+    fn step(
+        &self,
+        py: Python<'_>,
+        engine: u32,
+        now: f64,
+        max_running: u32,
+        kv_tokens: u64,
+        finished: Option<Vec<Id>>,
+        progress: Option<Vec<(Id, u64)>>,
+    ) -> PyResult<Decision> {
+        let finished = finished.map(ids).unwrap_or_default();
+        let progress: Vec<(u64, u64)> = progress
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(c, t)| (c.0, t))
+            .collect();
+        let capacity = Capacity {
+            max_running,
+            kv_tokens,
+        };
+        let work = max_running as usize + finished.len() + progress.len();
+        self.with_batch(py, work, |s| {
+            s.step(engine, now, capacity, &finished, &progress)
+        })
+        .map(Decision::from)
+    }
+
+    /// A running call completed.
+    fn finish(&self, call: Id, now: f64) -> PyResult<()> {
+        self.with(|s| s.finish(call.0, now))
+    }
+
+    /// Cancels a live call in any state (its service so far still counts for its program).
+    fn abort(&self, call: Id, now: f64) -> PyResult<()> {
+        self.with(|s| s.abort(call.0, now))
+    }
+
+    /// The engine preempted a running call on its own.
+    fn preempt(&self, call: Id, now: f64) -> PyResult<()> {
+        self.with(|s| s.preempt(call.0, now))
+    }
+
+    /// Records tokens generated by a live call.
+    fn add_tokens(&self, call: Id, tokens: u64) -> PyResult<()> {
+        self.with(|s| s.add_tokens(call.0, tokens))
+    }
+
+    /// Ends a program; returns its live calls, which are aborted.
+    fn end_program(&self, program: Id, now: f64) -> PyResult<Vec<u64>> {
+        self.with(|s| s.end_program(program.0, now))
+    }
+
+    /// Forgets programs idle for longer than the TTL; returns their ids.
+    fn collect_garbage(&self, now: f64) -> PyResult<Vec<u64>> {
+        self.with(|s| s.collect_garbage(now))
+    }
+
+    /// The program's process-table entry.
+    fn program(&self, program: Id) -> PyResult<ProgramInfo> {
+        self.with(|s| {
+            let live = s.table().live_calls(program.0)?;
+            Ok(ProgramInfo::new(s.program(program.0)?, live))
+        })
+    }
+
+    /// The live call's entry.
+    fn call(&self, call: Id) -> PyResult<CallInfo> {
+        self.with(|s| Ok(CallInfo::new(s.call(call.0)?, s.now())))
+    }
+
+    fn __contains__(&self, call: Id) -> PyResult<bool> {
+        Ok(self.lock()?.call(call.0).is_ok())
+    }
+
+    /// Queued calls per queue level on an engine.
+    fn queue_depths(&self, engine: u32) -> PyResult<Vec<u32>> {
+        Ok(self.lock()?.queue_depths(engine))
+    }
+
+    /// (running, queued) calls on an engine.
+    fn engine_load(&self, engine: u32) -> PyResult<(usize, usize)> {
+        Ok(self.lock()?.engine_load(engine))
+    }
+
+    /// Engines that have been given calls.
+    fn engines(&self) -> PyResult<Vec<u32>> {
+        Ok(self.lock()?.engines())
+    }
+
+    fn __repr__(&self) -> PyResult<String> {
+        let s = self.lock()?;
+        Ok(format!(
+            "Scheduler(policy={:?}, programs={}, live_calls={}, now={})",
+            s.config().policy.as_str(),
+            s.table().num_programs(),
+            s.table().num_live_calls(),
+            s.now()
+        ))
+    }
+}

@@ -1,0 +1,61 @@
+"""The ``autellix`` command line.
+
+Adding a subcommand is a one-function affair: write ``_add_<name>(subparsers)`` that
+creates the subparser, adds its arguments and sets ``handler`` via ``set_defaults``
+(a callable ``(argparse.Namespace) -> int``), then append it to ``_SUBCOMMANDS``::
+
+    def _add_demo(subparsers: _Subparsers) -> None:
+        p = subparsers.add_parser("demo", help="run the worked example")
+        p.set_defaults(handler=_run_demo)
+
+    def _run_demo(args: argparse.Namespace) -> int:
+        ...
+        return 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeAlias
+
+from autellix import __version__
+
+if TYPE_CHECKING:
+    _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+else:
+    _Subparsers: TypeAlias = argparse._SubParsersAction
+
+Handler: TypeAlias = Callable[[argparse.Namespace], int]
+
+# Functions that register one subcommand each (see module docstring).
+_SUBCOMMANDS: list[Callable[[_Subparsers], None]] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level ``autellix`` parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="autellix",
+        description="Autellix: program-aware scheduler for LLM agent workloads.",
+    )
+    parser.add_argument("--version", action="version", version=f"autellix {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for register in _SUBCOMMANDS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if args.command is None or handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
