@@ -1,0 +1,64 @@
+"""The installed ``autellix`` console script and ``python -m autellix``, run for real."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import autellix
+
+
+def _console_script() -> str:
+    # The script pip installed beside this interpreter (the venv's bin/), not whatever is on PATH.
+    candidate = Path(sys.executable).parent / "autellix"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("autellix")
+    assert found is not None, "the `autellix` console script is not installed"
+    return found
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_version_attribute() -> None:
+    assert isinstance(autellix.__version__, str)
+    assert autellix.__version__.count(".") >= 2
+
+
+def test_console_script_version() -> None:
+    proc = _run(_console_script(), "--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"autellix {autellix.__version__}"
+
+
+def test_console_script_help() -> None:
+    proc = _run(_console_script(), "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: autellix")
+    assert "--version" in proc.stdout
+
+
+def test_console_script_without_command_prints_help() -> None:
+    proc = _run(_console_script())
+    assert proc.returncode == 2
+    assert "usage: autellix" in proc.stderr
+
+
+def test_python_m_autellix_version() -> None:
+    proc = _run(sys.executable, "-m", "autellix", "--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"autellix {autellix.__version__}"
+
+
+def test_main_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    from autellix.cli import build_parser, main
+
+    assert build_parser().prog == "autellix"
+    assert main([]) == 2
+    assert "usage: autellix" in capsys.readouterr().err
