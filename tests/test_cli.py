@@ -62,3 +62,25 @@ def test_main_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     assert build_parser().prog == "autellix"
     assert main([]) == 2
     assert "usage: autellix" in capsys.readouterr().err
+
+
+def test_demo_reproduces_the_papers_worked_example() -> None:
+    proc = _run(_console_script(), "demo")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "matches the paper" in proc.stdout
+    for policy in ("fcfs", "mlfq", "plas"):
+        assert policy in proc.stdout
+
+
+def test_demo_outcomes() -> None:
+    from autellix import demo
+
+    for policy, expected in demo.PAPER_WAITING.items():
+        assert demo.run(policy).total_waiting == expected
+    plas, fcfs = demo.run("plas"), demo.run("fcfs")
+    # PLAS finishes the short programs C and D earlier without delaying the makespan.
+    assert plas.completion["C"] < fcfs.completion["C"]
+    assert plas.completion["D"] < fcfs.completion["D"]
+    assert plas.makespan == fcfs.makespan
+    # ATLAS reduces to PLAS on single-threaded programs.
+    assert demo.run("atlas", quantum=1.0).total_waiting == plas.total_waiting

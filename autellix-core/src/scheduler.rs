@@ -603,9 +603,11 @@ impl Scheduler {
                 .push(Reverse((Time(program.idle_deadline), call.program)));
         }
         // W_p and T_p changed: the program's queued calls are due at new times.
-        let queued = program.queued.clone();
-        for q in queued {
-            self.refresh_deadline(q);
+        if self.config.starvation_beta.is_some() && self.policy.multilevel() {
+            let program = call.program;
+            for i in 0..self.table.programs[&program].queued.len() {
+                self.refresh_deadline(self.table.programs[&program].queued[i]);
+            }
         }
     }
 
