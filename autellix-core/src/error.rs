@@ -22,8 +22,9 @@ pub enum CoreError {
         state: CallState,
         action: &'static str,
     },
-    /// A call names itself (or a call of the same batch submitted after it) as its parent.
-    #[error("call {0} cannot depend on itself or on a later call: parents must be submitted first")]
+    /// A call names itself as its parent. (A parent must be submitted before its child, so no
+    /// longer cycle can form; naming a later call is an unknown parent.)
+    #[error("call {0} cannot be its own parent")]
     CyclicParents(CallId),
     /// A parent belongs to another program.
     #[error("parent {parent} of call {call} belongs to program {parent_program}, not {program}")]

@@ -76,6 +76,8 @@ pub struct Call {
     pub priority: f64,
     /// Critical-path value at the call's start: the longest path through its parents.
     pub path_start: f64,
+    /// The previous call of its thread, if any.
+    pub thread_prev: Option<CallId>,
     /// Current queue (0 = highest priority).
     pub level: u8,
     /// FCFS position inside the queue (order of entry into it).
@@ -154,6 +156,14 @@ impl ProgramTable {
     /// Whether the id is taken by a live call or a retained finished one.
     pub fn knows_call(&self, id: CallId) -> bool {
         self.calls.contains_key(&id) || self.finished.contains_key(&id)
+    }
+
+    /// Program of a live or retained finished call.
+    pub fn program_of(&self, call: CallId) -> Option<ProgramId> {
+        self.calls
+            .get(&call)
+            .map(|c| c.program)
+            .or_else(|| self.finished.get(&call).map(|f| f.program))
     }
 
     pub fn num_programs(&self) -> usize {

@@ -187,20 +187,19 @@ impl Scheduler {
     }
 
     fn insert_call(&mut self, spec: &CallSpec<'_>, now: f64) {
+        let thread_prev = self
+            .table
+            .programs
+            .get(&spec.program)
+            .and_then(|p| p.threads.get(&spec.thread).copied())
+            .filter(|prev| self.table.program_of(*prev) == Some(spec.program));
+        let parents = spec.parents.unwrap_or(thread_prev.as_slice());
+        let path_start = dag::path_start(&self.table, parents, now);
         let program = self
             .table
             .programs
             .entry(spec.program)
             .or_insert_with(|| Program::new(spec.program, now));
-        let implicit;
-        let parents = if let Some(p) = spec.parents {
-            p
-        } else {
-            implicit = program.threads.get(&spec.thread).copied();
-            implicit.as_slice()
-        };
-        let path_start = dag::path_start(&self.table, parents, now);
-        let program = self.table.program_mut(spec.program);
         program.threads.insert(spec.thread, spec.call);
         program.calls.push(spec.call);
         program.active_calls += 1;
@@ -225,6 +224,7 @@ impl Scheduler {
             state: CallState::Waiting,
             priority,
             path_start,
+            thread_prev,
             level,
             seq,
             since: now,
@@ -339,7 +339,8 @@ impl Scheduler {
         demoted
     }
 
-    /// Demotes a running call once per quantum it has used up by `now`; returns how many times.
+    /// Demotes a running call one queue per quantum it has used up by `now` (in the bottom queue
+    /// the quantum just renews); returns the number of queues it went down.
     fn settle_quantum(&mut self, id: CallId, now: f64) -> u32 {
         let bottom = (self.config.levels() - 1) as u8;
         let call = self.table.call_mut(id);
@@ -351,12 +352,12 @@ impl Scheduler {
             .get_mut(&call.engine)
             .expect("engine of a live call");
         engine.remove(call);
-        let mut demoted = 0;
+        let level = call.level;
         while call.expiry <= now {
             call.level = (call.level + 1).min(bottom);
             call.expiry += self.config.quanta[usize::from(call.level)];
-            demoted += 1;
         }
+        let demoted = u32::from(call.level - level);
         self.next_seq += 1;
         call.seq = self.next_seq;
         engine.insert(call);
@@ -414,7 +415,10 @@ impl Scheduler {
                 out.too_large.push(id);
                 continue;
             }
-            if tokens + need > capacity.kv_tokens {
+            if tokens
+                .checked_add(need)
+                .is_none_or(|t| t > capacity.kv_tokens)
+            {
                 break; // no backfilling past the first call that does not fit
             }
             tokens += need;
@@ -556,21 +560,27 @@ impl Scheduler {
         }
     }
 
-    /// Removes a live call (finished or aborted), charging its service and waiting to its program.
-    fn retire(&mut self, id: CallId, now: f64, finished: bool) {
-        let state = self.table.calls[&id].state;
-        if state == CallState::Running {
+    /// Takes a live call off its engine and out of the table, closing its current interval.
+    fn unlink(&mut self, id: CallId, now: f64) -> Call {
+        if self.table.calls[&id].state == CallState::Running {
             self.stop_running(id, now, CallState::Finished);
         } else {
             self.dequeue(id);
             let call = self.table.call_mut(id);
             call.wait_acc += now - call.since;
             call.since = now;
-            let engine = call.engine;
             let call = &self.table.calls[&id];
-            self.engines.get_mut(&engine).expect("engine").remove(call);
+            self.engines
+                .get_mut(&call.engine)
+                .expect("engine of a live call")
+                .remove(call);
         }
-        let call = self.table.calls.remove(&id).expect("live call");
+        self.table.calls.remove(&id).expect("live call")
+    }
+
+    /// Removes a live call (finished or aborted), charging its service and waiting to its program.
+    fn retire(&mut self, id: CallId, now: f64, finished: bool) {
+        let call = self.unlink(id, now);
         let program = self
             .table
             .programs
@@ -592,9 +602,13 @@ impl Scheduler {
                 },
             );
         } else {
+            // Forgotten, so the id can be used again; the thread's next call descends from the
+            // aborted call's predecessor instead.
             program.calls.retain(|c| *c != id);
-            if program.threads.get(&call.thread) == Some(&id) {
-                program.threads.remove(&call.thread);
+            if let Some(prev) = call.thread_prev {
+                if program.threads.get(&call.thread) == Some(&id) {
+                    program.threads.insert(call.thread, prev);
+                }
             }
         }
         if program.active_calls == 0 {
@@ -676,7 +690,7 @@ impl Scheduler {
     fn remove_program(&mut self, id: ProgramId, now: f64) -> Vec<CallId> {
         let live = self.table.live_calls(id).unwrap_or_default();
         for &call in &live {
-            self.retire(call, now, false);
+            self.unlink(call, now);
         }
         if let Some(program) = self.table.programs.remove(&id) {
             for call in program.calls {

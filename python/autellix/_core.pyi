@@ -3,7 +3,7 @@
 # (tests/test_stubs.py); every export goes both here and in ``__all__``.
 
 from collections.abc import Sequence
-from typing import final
+from typing import ClassVar, final
 
 __all__ = [
     "DECODE_STEP_SECONDS",
@@ -73,6 +73,7 @@ class SchedulerConfig:
     def level_of(self, value: float) -> int: ...
     def __eq__(self, value: object, /) -> bool: ...
     def __ne__(self, value: object, /) -> bool: ...
+    __hash__: ClassVar[None]  # type: ignore[assignment]
 
 @final
 class CallState:
@@ -170,7 +171,7 @@ class Scheduler:
     @property
     def num_programs(self) -> int: ...
     def __len__(self) -> int: ...
-    def __contains__(self, key: int, /) -> bool: ...
+    def __contains__(self, key: object, /) -> bool: ...
     def submit(
         self,
         call: int,

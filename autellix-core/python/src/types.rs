@@ -7,17 +7,38 @@ use pyo3::types::PyType;
 
 use crate::errors::{InvalidArgumentError, to_py};
 
-/// A program, thread or call id: any int in `[0, 2**64)`.
+/// An unsigned integer argument; anything else (negative, too large, not an int) raises
+/// `InvalidArgumentError` rather than a bare `OverflowError` / `TypeError`.
 #[derive(Debug, Clone, Copy)]
-pub struct Id(pub u64);
+pub struct Uint<T>(pub T);
 
-impl<'a, 'py> FromPyObject<'a, 'py> for Id {
+/// Program, thread and call ids: ints in `[0, 2**64)`.
+pub type Id = Uint<u64>;
+
+/// The range an unsigned type accepts, for error messages.
+pub trait Range {
+    const RANGE: &'static str;
+}
+
+impl Range for u32 {
+    const RANGE: &'static str = "[0, 2**32)";
+}
+
+impl Range for u64 {
+    const RANGE: &'static str = "[0, 2**64)";
+}
+
+impl<'a, 'py, T> FromPyObject<'a, 'py> for Uint<T>
+where
+    T: for<'b> FromPyObject<'b, 'py> + Range,
+{
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        obj.extract::<u64>().map(Id).map_err(|_| {
+        obj.extract::<T>().map(Uint).map_err(|_| {
             InvalidArgumentError::new_err(format!(
-                "an id must be an int in [0, 2**64), got {}",
+                "expected an int in {}, got {}",
+                T::RANGE,
                 obj.repr()
                     .map_or_else(|_| "?".to_owned(), |r| r.to_string())
             ))
