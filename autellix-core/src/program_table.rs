@@ -55,7 +55,8 @@ impl Program {
         }
     }
 
-    /// Number of distinct threads seen.
+    /// Number of threads with a known last call (a thread whose calls were all aborted is
+    /// forgotten).
     pub fn thread_count(&self) -> usize {
         self.threads.len()
     }
@@ -132,6 +133,7 @@ impl Call {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct FinishedCall {
     pub program: ProgramId,
+    pub thread: ThreadId,
     /// `path_start + service`.
     pub path_end: f64,
 }
@@ -158,12 +160,12 @@ impl ProgramTable {
         self.calls.contains_key(&id) || self.finished.contains_key(&id)
     }
 
-    /// Program of a live or retained finished call.
-    pub fn program_of(&self, call: CallId) -> Option<ProgramId> {
+    /// Program and thread of a live or retained finished call.
+    pub fn thread_of(&self, call: CallId) -> Option<(ProgramId, ThreadId)> {
         self.calls
             .get(&call)
-            .map(|c| c.program)
-            .or_else(|| self.finished.get(&call).map(|f| f.program))
+            .map(|c| (c.program, c.thread))
+            .or_else(|| self.finished.get(&call).map(|f| (f.program, f.thread)))
     }
 
     pub fn num_programs(&self) -> usize {

@@ -192,7 +192,7 @@ impl Scheduler {
             .programs
             .get(&spec.program)
             .and_then(|p| p.threads.get(&spec.thread).copied())
-            .filter(|prev| self.table.program_of(*prev) == Some(spec.program));
+            .filter(|prev| self.table.thread_of(*prev) == Some((spec.program, spec.thread)));
         let parents = spec.parents.unwrap_or(thread_prev.as_slice());
         let path_start = dag::path_start(&self.table, parents, now);
         let program = self
@@ -353,9 +353,19 @@ impl Scheduler {
             .expect("engine of a live call");
         engine.remove(call);
         let level = call.level;
-        while call.expiry <= now {
-            call.level = (call.level + 1).min(bottom);
+        while call.expiry <= now && call.level < bottom {
+            call.level += 1;
             call.expiry += self.config.quanta[usize::from(call.level)];
+        }
+        if call.expiry <= now {
+            // Bottom queue: skip the renewals that elapsed in one go.
+            let quantum = self.config.quanta[usize::from(bottom)];
+            call.expiry += ((now - call.expiry) / quantum)
+                .floor()
+                .mul_add(quantum, quantum);
+            if call.expiry <= now {
+                call.expiry = now + quantum; // float spacing at large times
+            }
         }
         let demoted = u32::from(call.level - level);
         self.next_seq += 1;
@@ -581,6 +591,10 @@ impl Scheduler {
     /// Removes a live call (finished or aborted), charging its service and waiting to its program.
     fn retire(&mut self, id: CallId, now: f64, finished: bool) {
         let call = self.unlink(id, now);
+        let key = Some((call.program, call.thread));
+        let thread_prev = call
+            .thread_prev
+            .filter(|p| !finished && self.table.thread_of(*p) == key);
         let program = self
             .table
             .programs
@@ -598,17 +612,19 @@ impl Scheduler {
                 id,
                 FinishedCall {
                     program: call.program,
+                    thread: call.thread,
                     path_end,
                 },
             );
         } else {
             // Forgotten, so the id can be used again; the thread's next call descends from the
-            // aborted call's predecessor instead.
+            // aborted call's predecessor instead, if that is still the thread's.
             program.calls.retain(|c| *c != id);
-            if let Some(prev) = call.thread_prev {
-                if program.threads.get(&call.thread) == Some(&id) {
-                    program.threads.insert(call.thread, prev);
-                }
+            if program.threads.get(&call.thread) == Some(&id) {
+                match thread_prev {
+                    Some(prev) => program.threads.insert(call.thread, prev),
+                    None => program.threads.remove(&call.thread),
+                };
             }
         }
         if program.active_calls == 0 {
