@@ -25,9 +25,12 @@ pub struct SchedulerConfig {
     /// demoted one queue.
     pub quanta: Vec<f64>,
     /// Anti-starvation threshold beta: a queued call is promoted to the top queue when
-    /// `(W_program + W_call) / max(service_floor, T_program + T_call) >= beta`. `None` disables it.
+    /// `(W_program + W_call) / (max(service_floor, T_program) + T_call) >= beta`. `None` disables
+    /// it. (The floor applies to the program's part so that every call of a program shares one
+    /// offset and a program's change re-times all its calls at once.)
     pub starvation_beta: Option<f64>,
-    /// Floor of the service in the starvation ratio (avoids dividing by zero on a first call).
+    /// Floor of the program's service in the starvation ratio (avoids dividing by zero on a first
+    /// call).
     pub service_floor: f64,
     /// A program with no live call is forgotten this long after its last call ended.
     pub program_ttl: f64,

@@ -21,10 +21,8 @@ pub(crate) fn check_parents(
         if parent == call {
             return Err(CoreError::CyclicParents(call));
         }
-        let parent_program = if let Some(c) = table.calls.get(&parent) {
-            c.program
-        } else if let Some(f) = table.finished.get(&parent) {
-            f.program
+        let parent_program = if let Some((p, _)) = table.thread_of(parent) {
+            p
         } else if let Some(&p) = batch.get(&parent) {
             p
         } else {
@@ -47,9 +45,9 @@ pub(crate) fn check_parents(
 pub(crate) fn path_start(table: &ProgramTable, parents: &[CallId], now: f64) -> f64 {
     parents
         .iter()
-        .map(|p| match table.calls.get(p) {
-            Some(c) => c.path_start + c.service(now),
-            None => table.finished.get(p).map_or(0.0, |f| f.path_end),
+        .map(|p| match table.call(*p) {
+            Ok(c) => c.path_start + c.service(now),
+            Err(_) => table.finished.get(p).map_or(0.0, |f| f.path_end),
         })
         .fold(0.0, f64::max)
 }

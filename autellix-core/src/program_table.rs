@@ -1,10 +1,22 @@
 //! The process table: one entry per live program, one per live call, and the critical-path end of
-//! each finished call (so later calls can name it as a parent) until its program ends.
+//! each program's recent finished calls (so later calls can name them as parents).
+//!
+//! Calls live in a slab (`Vec` + free list) and every internal structure refers to them by slot,
+//! so the hot paths index an array instead of hashing; the caller's call id is hashed once per
+//! operation, at the boundary.
+
+use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 
 use crate::error::{CoreError, Result};
 use crate::types::{CallId, CallState, EngineId, ProgramId, ThreadId};
+
+/// Finished calls a program keeps as possible parents; an older one is an unknown parent.
+pub const RETAINED_FINISHED_CALLS: usize = 4096;
+
+/// Index of a call in the slab.
+pub(crate) type Slot = u32;
 
 /// A program's entry in the process table.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,10 +39,12 @@ pub struct Program {
     pub last_completion: Option<f64>,
     /// Last call of each thread: the implicit parent of the thread's next call.
     pub(crate) threads: FxHashMap<ThreadId, CallId>,
-    /// Every call of the program the table still holds (live and finished).
-    pub(crate) calls: Vec<CallId>,
-    /// Its calls that are queued (waiting or preempted), for refreshing their starvation deadline.
-    pub(crate) queued: Vec<CallId>,
+    /// Its live calls.
+    pub(crate) live: Vec<Slot>,
+    /// Its retained finished calls, oldest first.
+    pub(crate) finished: VecDeque<CallId>,
+    /// Engines holding a starvation watch over some of its queued calls.
+    pub(crate) watched: Vec<EngineId>,
     /// When it may be garbage-collected; infinite while it has live calls.
     pub(crate) idle_deadline: f64,
 }
@@ -49,8 +63,9 @@ impl Program {
             last_arrival: now,
             last_completion: None,
             threads: FxHashMap::default(),
-            calls: Vec::new(),
-            queued: Vec::new(),
+            live: Vec::new(),
+            finished: VecDeque::new(),
+            watched: Vec::new(),
             idle_deadline: f64::INFINITY,
         }
     }
@@ -69,18 +84,18 @@ pub struct Call {
     pub program: ProgramId,
     pub thread: ThreadId,
     pub engine: EngineId,
+    pub state: CallState,
+    /// Current queue (0 = highest priority).
+    pub level: u8,
     pub arrival: f64,
     pub prompt_tokens: u64,
     pub generated_tokens: u64,
-    pub state: CallState,
     /// The program's priority value when the call arrived.
     pub priority: f64,
     /// Critical-path value at the call's start: the longest path through its parents.
     pub path_start: f64,
     /// The previous call of its thread, if any.
     pub thread_prev: Option<CallId>,
-    /// Current queue (0 = highest priority).
-    pub level: u8,
     /// FCFS position inside the queue (order of entry into it).
     pub(crate) seq: u64,
     /// Start of the current waiting or running interval.
@@ -94,9 +109,9 @@ pub struct Call {
     pub(crate) quantum_left: f64,
     /// When the running call uses up its quantum; infinite otherwise.
     pub(crate) expiry: f64,
-    /// When the queued call is due for promotion; infinite otherwise.
-    pub(crate) deadline: f64,
-    pub(crate) queued_pos: u32,
+    /// The call's own part of its promotion deadline while it is watched; infinite otherwise.
+    pub(crate) starve_key: f64,
+    pub(crate) live_pos: u32,
     pub(crate) running_pos: u32,
     /// Step in which batch formation last selected it.
     pub(crate) selected_in: u64,
@@ -138,11 +153,14 @@ pub(crate) struct FinishedCall {
     pub path_end: f64,
 }
 
-/// Programs, live calls and retained finished calls, by id.
+/// Programs, live calls and retained finished calls.
 #[derive(Debug, Default, Clone)]
 pub struct ProgramTable {
     pub(crate) programs: FxHashMap<ProgramId, Program>,
-    pub(crate) calls: FxHashMap<CallId, Call>,
+    /// Live calls by slot; a free slot holds a stale call in state `Finished`.
+    pub(crate) slab: Vec<Call>,
+    free: Vec<Slot>,
+    pub(crate) index: FxHashMap<CallId, Slot>,
     pub(crate) finished: FxHashMap<CallId, FinishedCall>,
 }
 
@@ -152,20 +170,30 @@ impl ProgramTable {
     }
 
     pub fn call(&self, id: CallId) -> Result<&Call> {
-        self.calls.get(&id).ok_or(CoreError::UnknownCall(id))
+        self.slot(id).map(|s| &self.slab[s as usize])
+    }
+
+    pub(crate) fn slot(&self, id: CallId) -> Result<Slot> {
+        self.index
+            .get(&id)
+            .copied()
+            .ok_or(CoreError::UnknownCall(id))
     }
 
     /// Whether the id is taken by a live call or a retained finished one.
     pub fn knows_call(&self, id: CallId) -> bool {
-        self.calls.contains_key(&id) || self.finished.contains_key(&id)
+        self.index.contains_key(&id) || self.finished.contains_key(&id)
     }
 
     /// Program and thread of a live or retained finished call.
     pub fn thread_of(&self, call: CallId) -> Option<(ProgramId, ThreadId)> {
-        self.calls
-            .get(&call)
-            .map(|c| (c.program, c.thread))
-            .or_else(|| self.finished.get(&call).map(|f| (f.program, f.thread)))
+        match self.index.get(&call) {
+            Some(&s) => {
+                let c = &self.slab[s as usize];
+                Some((c.program, c.thread))
+            }
+            None => self.finished.get(&call).map(|f| (f.program, f.thread)),
+        }
     }
 
     pub fn num_programs(&self) -> usize {
@@ -173,18 +201,25 @@ impl ProgramTable {
     }
 
     pub fn num_live_calls(&self) -> usize {
-        self.calls.len()
+        self.index.len()
     }
 
     /// Live calls of a program.
     pub fn live_calls(&self, id: ProgramId) -> Result<Vec<CallId>> {
         let program = self.program(id)?;
         Ok(program
-            .calls
+            .live
             .iter()
-            .copied()
-            .filter(|c| self.calls.contains_key(c))
+            .map(|s| self.slab[*s as usize].id)
             .collect())
+    }
+
+    pub(crate) fn at(&self, slot: Slot) -> &Call {
+        &self.slab[slot as usize]
+    }
+
+    pub(crate) fn at_mut(&mut self, slot: Slot) -> &mut Call {
+        &mut self.slab[slot as usize]
     }
 
     pub(crate) fn program_mut(&mut self, id: ProgramId) -> &mut Program {
@@ -193,16 +228,57 @@ impl ProgramTable {
             .expect("invariant: a live call's program is in the table")
     }
 
-    pub(crate) fn call_mut(&mut self, id: CallId) -> &mut Call {
-        self.calls
-            .get_mut(&id)
-            .expect("invariant: scheduled call ids are live")
+    /// Stores a new live call and links it into its program.
+    pub(crate) fn insert(&mut self, mut call: Call) -> Slot {
+        let slot = self.free.pop().unwrap_or(self.slab.len() as Slot);
+        let program = self
+            .programs
+            .get_mut(&call.program)
+            .expect("program created before its calls");
+        call.live_pos = program.live.len() as u32;
+        program.live.push(slot);
+        self.index.insert(call.id, slot);
+        if slot as usize == self.slab.len() {
+            self.slab.push(call);
+        } else {
+            self.slab[slot as usize] = call;
+        }
+        slot
+    }
+
+    /// Frees a live call's slot and unlinks it from its program; returns a copy of it.
+    pub(crate) fn remove(&mut self, slot: Slot) -> Call {
+        let call = self.slab[slot as usize].clone();
+        self.slab[slot as usize].state = CallState::Finished;
+        self.index.remove(&call.id);
+        self.free.push(slot);
+        if let Some(program) = self.programs.get_mut(&call.program) {
+            if let Some(moved) = swap_remove_tracked(&mut program.live, call.live_pos) {
+                self.slab[moved as usize].live_pos = call.live_pos;
+            }
+        }
+        call
+    }
+
+    /// Keeps a finished call as a possible parent, forgetting the program's oldest beyond the cap.
+    pub(crate) fn retain_finished(&mut self, id: CallId, finished: FinishedCall) {
+        let program = self.program_mut(finished.program);
+        program.finished.push_back(id);
+        let evicted = if program.finished.len() > RETAINED_FINISHED_CALLS {
+            program.finished.pop_front()
+        } else {
+            None
+        };
+        if let Some(old) = evicted {
+            self.finished.remove(&old);
+        }
+        self.finished.insert(id, finished);
     }
 }
 
-/// Removes `vec[pos]` by swapping in the last element; returns the id that moved into `pos`, whose
-/// stored position the caller must update.
-pub(crate) fn swap_remove_tracked(vec: &mut Vec<CallId>, pos: u32) -> Option<CallId> {
+/// Removes `vec[pos]` by swapping in the last element; returns the element that moved into `pos`,
+/// whose stored position the caller must update.
+pub(crate) fn swap_remove_tracked(vec: &mut Vec<Slot>, pos: u32) -> Option<Slot> {
     let pos = pos as usize;
     vec.swap_remove(pos);
     vec.get(pos).copied()

@@ -1,13 +1,16 @@
 //! One engine's queues: every live call placed on the engine in one ordered map, by
 //! (queue level, running before queued, FCFS position). Batch formation reads it front to back, so a
-//! step costs O(batch), whatever the number of waiting calls. Two lazy min-heaps hold the times at
-//! which something is due: a running call's quantum expiry and a queued call's promotion deadline.
+//! step costs O(batch), whatever the number of waiting calls. Lazy min-heaps hold the times at
+//! which something becomes due: a running call's quantum expiry, and per program a starvation
+//! watch over its queued calls.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use crate::program_table::Call;
-use crate::types::{CallId, Time};
+use rustc_hash::FxHashMap;
+
+use crate::program_table::{Call, Slot};
+use crate::types::{CallId, ProgramId, Time};
 
 /// Position of a call in its engine's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,43 +31,72 @@ impl QueueKey {
     }
 }
 
-/// A min-heap of (due time, call) whose entries go stale instead of being removed; an entry is
-/// current only while the call still carries the same due time.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct DueHeap(BinaryHeap<Reverse<(Time, CallId)>>);
+/// A min-heap of (due time, item) whose entries go stale instead of being removed; the owner
+/// checks an entry against the item's current state when it pops.
+#[derive(Debug, Clone)]
+pub(crate) struct DueHeap<T: Ord>(BinaryHeap<Reverse<(Time, T)>>);
 
-impl DueHeap {
-    pub(crate) fn push(&mut self, due: f64, call: CallId) {
+impl<T: Ord> Default for DueHeap<T> {
+    fn default() -> Self {
+        Self(BinaryHeap::new())
+    }
+}
+
+impl<T: Ord + Copy> DueHeap<T> {
+    pub(crate) fn push(&mut self, due: f64, item: T) {
         if due.is_finite() {
-            self.0.push(Reverse((Time(due), call)));
+            self.0.push(Reverse((Time(due), item)));
         }
     }
 
-    /// Pops the earliest entry due at or before `now`.
-    pub(crate) fn pop_due(&mut self, now: f64) -> Option<(f64, CallId)> {
-        match self.0.peek() {
-            Some(Reverse((t, _))) if t.0 <= now => self.0.pop().map(|Reverse((t, c))| (t.0, c)),
-            _ => None,
-        }
+    /// The earliest entry, if due at or before `now`.
+    pub(crate) fn peek_due(&self, now: f64) -> Option<(f64, T)> {
+        self.0
+            .peek()
+            .filter(|Reverse((t, _))| t.0 <= now)
+            .map(|Reverse((t, item))| (t.0, *item))
     }
 
-    /// Drops stale entries once they outnumber the live ones, so memory stays O(live calls).
-    pub(crate) fn compact(&mut self, live: usize, is_current: impl Fn(f64, CallId) -> bool) {
+    pub(crate) fn peek(&self) -> Option<(f64, T)> {
+        self.0.peek().map(|Reverse((t, item))| (t.0, *item))
+    }
+
+    pub(crate) fn pop(&mut self) {
+        self.0.pop();
+    }
+
+    /// Drops stale entries once they outnumber the live ones, so memory stays O(live items).
+    pub(crate) fn compact(&mut self, live: usize, is_current: impl Fn(f64, T) -> bool) {
         if self.0.len() > 2 * live + 64 {
-            self.0.retain(|Reverse((t, c))| is_current(t.0, *c));
+            self.0.retain(|Reverse((t, item))| is_current(t.0, *item));
         }
     }
+}
+
+/// A program's queued calls (above the top queue) on one engine, waiting to starve. Call `c` is
+/// due for promotion at `starve_key(c) + program_offset(p)`; the offset is shared, so a change of
+/// the program's waiting or service moves every call at once, in O(log n).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Watch {
+    pub calls: DueHeap<(CallId, Slot)>,
+    /// Calls currently watched.
+    pub count: u32,
+    /// Due time of the entry in `EngineQueue::starving` that is current for this program.
+    pub due: f64,
 }
 
 /// The calls of one engine.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct EngineQueue {
-    pub order: BTreeMap<QueueKey, CallId>,
-    pub running: Vec<CallId>,
+    pub order: BTreeMap<QueueKey, Slot>,
+    pub running: Vec<Slot>,
     /// Queued calls per level (for metrics).
     pub queued_per_level: Vec<u32>,
-    pub expiries: DueHeap,
-    pub deadlines: DueHeap,
+    /// Quantum expiries of running calls.
+    pub expiries: DueHeap<(CallId, Slot)>,
+    pub watches: FxHashMap<ProgramId, Watch>,
+    /// When each watched program's first call starves.
+    pub starving: DueHeap<ProgramId>,
 }
 
 impl EngineQueue {
@@ -75,8 +107,8 @@ impl EngineQueue {
         }
     }
 
-    pub(crate) fn insert(&mut self, call: &Call) {
-        self.order.insert(QueueKey::of(call), call.id);
+    pub(crate) fn insert(&mut self, slot: Slot, call: &Call) {
+        self.order.insert(QueueKey::of(call), slot);
         if call.state.is_queued() {
             self.queued_per_level[usize::from(call.level)] += 1;
         }

@@ -15,8 +15,8 @@ use crate::config::SchedulerConfig;
 use crate::dag;
 use crate::error::{CoreError, Result};
 use crate::policy::Policy;
-use crate::program_table::{Call, FinishedCall, Program, ProgramTable, swap_remove_tracked};
-use crate::queue::EngineQueue;
+use crate::program_table::{Call, FinishedCall, Program, ProgramTable, Slot, swap_remove_tracked};
+use crate::queue::{EngineQueue, Watch};
 use crate::types::{CallId, CallState, Capacity, EngineId, ProgramId, ThreadId, Time};
 
 /// A call to submit.
@@ -69,6 +69,8 @@ pub struct Decision {
 pub struct Scheduler {
     config: SchedulerConfig,
     policy: Box<dyn Policy>,
+    /// Anti-starvation beta, when promotion applies (a multi-level policy with beta set).
+    beta: Option<f64>,
     table: ProgramTable,
     engines: FxHashMap<EngineId, EngineQueue>,
     /// (idle deadline, program) of programs without live calls.
@@ -81,8 +83,10 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(config: SchedulerConfig) -> Result<Self> {
         config.validate()?;
+        let policy = config.policy.build();
         Ok(Self {
-            policy: config.policy.build(),
+            beta: config.starvation_beta.filter(|_| policy.multilevel()),
+            policy,
             config,
             table: ProgramTable::default(),
             engines: FxHashMap::default(),
@@ -156,6 +160,12 @@ impl Scheduler {
         self.next_seq
     }
 
+    fn engine_mut(&mut self, engine: EngineId) -> &mut EngineQueue {
+        self.engines
+            .get_mut(&engine)
+            .expect("invariant: the engine of a live call exists")
+    }
+
     // ----------------------------------------------------------------------------- submission
 
     /// Registers a new waiting call (creating its program on first sight).
@@ -201,7 +211,6 @@ impl Scheduler {
             .entry(spec.program)
             .or_insert_with(|| Program::new(spec.program, now));
         program.threads.insert(spec.thread, spec.call);
-        program.calls.push(spec.call);
         program.active_calls += 1;
         program.last_arrival = now;
         program.engine = Some(spec.engine);
@@ -213,19 +222,19 @@ impl Scheduler {
             0
         };
         let seq = self.take_seq();
-        let call = Call {
+        let slot = self.table.insert(Call {
             id: spec.call,
             program: spec.program,
             thread: spec.thread,
             engine: spec.engine,
+            state: CallState::Waiting,
+            level,
             arrival: now,
             prompt_tokens: spec.prompt_tokens,
             generated_tokens: 0,
-            state: CallState::Waiting,
             priority,
             path_start,
             thread_prev,
-            level,
             seq,
             since: now,
             wait_acc: 0.0,
@@ -234,17 +243,16 @@ impl Scheduler {
             service_reset: 0.0,
             quantum_left: self.config.quanta[usize::from(level)],
             expiry: f64::INFINITY,
-            deadline: f64::INFINITY,
-            queued_pos: 0,
+            starve_key: f64::INFINITY,
+            live_pos: 0,
             running_pos: 0,
             selected_in: 0,
-        };
-        self.table.calls.insert(spec.call, call);
+        });
         let levels = self.config.levels();
         self.engines
             .entry(spec.engine)
             .or_insert_with(|| EngineQueue::new(levels));
-        self.enqueue(spec.call);
+        self.enqueue(slot);
     }
 
     // ----------------------------------------------------------------------------- engine step
@@ -261,23 +269,30 @@ impl Scheduler {
         progress: &[(CallId, u64)],
     ) -> Result<Decision> {
         let now = self.clock(now)?;
-        self.check_on_engine(engine, progress.iter().map(|p| p.0), None)?;
-        self.check_on_engine(engine, finished.iter().copied(), Some(CallState::Running))?;
+        let progress: Vec<(Slot, u64)> = progress
+            .iter()
+            .map(|&(id, tokens)| Ok((self.slot_on(engine, id, None)?, tokens)))
+            .collect::<Result<_>>()?;
+        let finished: Vec<Slot> = finished
+            .iter()
+            .map(|&id| self.slot_on(engine, id, Some(CallState::Running)))
+            .collect::<Result<_>>()?;
         if finished.len() > 1 {
             let mut seen = FxHashSet::default();
-            if let Some(dup) = finished.iter().find(|c| !seen.insert(**c)) {
+            if let Some(dup) = finished.iter().find(|s| !seen.insert(**s)) {
                 return Err(CoreError::InvalidArgument(format!(
-                    "call {dup} is listed as finished twice"
+                    "call {} is listed as finished twice",
+                    self.table.at(*dup).id
                 )));
             }
         }
         self.now = now;
-        for &(id, tokens) in progress {
-            let call = self.table.call_mut(id);
+        for (slot, tokens) in progress {
+            let call = self.table.at_mut(slot);
             call.generated_tokens = call.generated_tokens.saturating_add(tokens);
         }
-        for &id in finished {
-            self.retire(id, now, true);
+        for slot in finished {
+            self.retire(slot, now, true);
         }
         let mut decision = Decision::default();
         if self.engines.contains_key(&engine) {
@@ -295,45 +310,33 @@ impl Scheduler {
         self.step(engine, now, capacity, &[], &[])
     }
 
-    fn check_on_engine(
-        &self,
-        engine: EngineId,
-        ids: impl Iterator<Item = CallId>,
-        state: Option<CallState>,
-    ) -> Result<()> {
-        for id in ids {
-            let call = self.table.call(id)?;
-            if call.engine != engine {
-                return Err(CoreError::InvalidArgument(format!(
-                    "call {id} is on engine {}, not {engine}",
-                    call.engine
-                )));
-            }
-            if let Some(state) = state.filter(|s| *s != call.state) {
-                return Err(CoreError::InvalidTransition {
-                    call: id,
-                    state: call.state,
-                    action: if state == CallState::Running {
-                        "finish (only a running call can finish)"
-                    } else {
-                        "change state"
-                    },
-                });
-            }
+    /// The slot of a live call on `engine` (in `state`, if given).
+    fn slot_on(&self, engine: EngineId, id: CallId, state: Option<CallState>) -> Result<Slot> {
+        let slot = self.table.slot(id)?;
+        let call = self.table.at(slot);
+        if call.engine != engine {
+            return Err(CoreError::InvalidArgument(format!(
+                "call {id} is on engine {}, not {engine}",
+                call.engine
+            )));
         }
-        Ok(())
+        match state {
+            Some(state) if state != call.state => Err(CoreError::InvalidTransition {
+                call: id,
+                state: call.state,
+                action: "finish (only a running call can finish)",
+            }),
+            _ => Ok(slot),
+        }
     }
 
     fn apply_demotions(&mut self, engine: EngineId, now: f64) -> u32 {
         let mut demoted = 0;
-        while let Some((due, id)) = self.engine_mut(engine).expiries.pop_due(now) {
-            let current = self
-                .table
-                .calls
-                .get(&id)
-                .is_some_and(|c| c.state == CallState::Running && c.expiry == due);
-            if current {
-                demoted += self.settle_quantum(id, now);
+        while let Some((due, (id, slot))) = self.engine_mut(engine).expiries.peek_due(now) {
+            self.engine_mut(engine).expiries.pop();
+            let call = self.table.at(slot);
+            if call.id == id && call.state == CallState::Running && call.expiry == due {
+                demoted += self.settle_quantum(slot, now);
             }
         }
         demoted
@@ -341,16 +344,16 @@ impl Scheduler {
 
     /// Demotes a running call one queue per quantum it has used up by `now` (in the bottom queue
     /// the quantum just renews); returns the number of queues it went down.
-    fn settle_quantum(&mut self, id: CallId, now: f64) -> u32 {
+    fn settle_quantum(&mut self, slot: Slot, now: f64) -> u32 {
         let bottom = (self.config.levels() - 1) as u8;
-        let call = self.table.call_mut(id);
+        let call = &mut self.table.slab[slot as usize];
         if call.expiry > now {
             return 0;
         }
         let engine = self
             .engines
             .get_mut(&call.engine)
-            .expect("engine of a live call");
+            .expect("invariant: the engine of a live call exists");
         engine.remove(call);
         let level = call.level;
         while call.expiry <= now && call.level < bottom {
@@ -367,38 +370,74 @@ impl Scheduler {
                 call.expiry = now + quantum; // float spacing at large times
             }
         }
-        let demoted = u32::from(call.level - level);
         self.next_seq += 1;
         call.seq = self.next_seq;
-        engine.insert(call);
-        engine.expiries.push(call.expiry, id);
-        demoted
+        engine.insert(slot, call);
+        engine.expiries.push(call.expiry, (call.id, slot));
+        u32::from(call.level - level)
     }
 
+    /// `beta * max(floor, T_p) - W_p`: the program's shared part of its calls' promotion deadlines.
+    fn starvation_offset(&self, program: ProgramId) -> f64 {
+        let program = &self.table.programs[&program];
+        let service = self.policy.program_service(program);
+        self.beta.unwrap_or(f64::INFINITY) * service.max(self.config.service_floor)
+            - program.waiting_time
+    }
+
+    /// Promotes every queued call on `engine` whose ratio reached beta, in order of due time.
     fn apply_promotions(&mut self, engine: EngineId, now: f64) -> u32 {
-        let mut promoted = 0;
-        while let Some((due, id)) = self.engine_mut(engine).deadlines.pop_due(now) {
-            let current = self
-                .table
+        let mut due_calls: Vec<(f64, CallId, Slot)> = Vec::new();
+        loop {
+            let queue = self.engine_mut(engine);
+            let Some((due, program)) = queue.starving.peek_due(now) else {
+                break;
+            };
+            queue.starving.pop();
+            if queue.watches.get(&program).is_none_or(|w| w.due != due) {
+                continue; // stale
+            }
+            let offset = self.starvation_offset(program);
+            let queue = self.engines.get_mut(&engine).expect("engine exists");
+            let watch = queue.watches.get_mut(&program).expect("checked above");
+            while let Some((key, (id, slot))) = watch.calls.peek() {
+                let call = &mut self.table.slab[slot as usize];
+                if call.id != id || call.starve_key != key {
+                    watch.calls.pop(); // stale
+                    continue;
+                }
+                if key + offset > now {
+                    break;
+                }
+                watch.calls.pop();
+                call.starve_key = f64::INFINITY;
+                watch.count -= 1;
+                due_calls.push((key + offset, id, slot));
+            }
+            watch.due = watch
                 .calls
-                .get(&id)
-                .is_some_and(|c| c.state.is_queued() && c.deadline == due);
-            if current {
-                self.promote(id, now);
-                promoted += 1;
+                .peek()
+                .map_or(f64::INFINITY, |(key, _)| key + offset);
+            queue.starving.push(watch.due, program);
+            if watch.count == 0 {
+                self.drop_watch(engine, program);
             }
         }
-        promoted
+        due_calls.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for &(_, _, slot) in &due_calls {
+            self.promote(slot, now);
+        }
+        due_calls.len() as u32
     }
 
     /// Moves a starving queued call to the top queue and restarts its waiting/service ratio.
-    fn promote(&mut self, id: CallId, now: f64) {
+    fn promote(&mut self, slot: Slot, now: f64) {
         let seq = self.take_seq();
-        let call = self.table.call_mut(id);
+        let call = &mut self.table.slab[slot as usize];
         let engine = self
             .engines
             .get_mut(&call.engine)
-            .expect("engine of a live call");
+            .expect("invariant: the engine of a live call exists");
         engine.remove(call);
         call.wait_acc += now - call.since;
         call.since = now;
@@ -407,22 +446,23 @@ impl Scheduler {
         call.level = 0;
         call.seq = seq;
         call.quantum_left = self.config.quanta[0];
-        call.deadline = f64::INFINITY;
-        engine.insert(call);
+        engine.insert(slot, call);
     }
 
     fn form_batch(&mut self, engine: EngineId, now: f64, capacity: Capacity, out: &mut Decision) {
         self.steps += 1;
         let step = self.steps;
         let queue = &self.engines[&engine];
+        let mut batch: Vec<Slot> = Vec::with_capacity(capacity.max_running.min(4096) as usize);
         let mut tokens = 0u64;
-        for &id in queue.order.values() {
-            if out.running.len() >= capacity.max_running as usize {
+        for &slot in queue.order.values() {
+            if batch.len() >= capacity.max_running as usize {
                 break;
             }
-            let need = self.table.calls[&id].kv_tokens();
+            let call = self.table.at(slot);
+            let need = call.kv_tokens();
             if need > capacity.kv_tokens {
-                out.too_large.push(id);
+                out.too_large.push(call.id);
                 continue;
             }
             if tokens
@@ -432,84 +472,84 @@ impl Scheduler {
                 break; // no backfilling past the first call that does not fit
             }
             tokens += need;
-            out.running.push(id);
+            batch.push(slot);
         }
-        for &id in &out.running {
-            self.table.call_mut(id).selected_in = step;
+        for &slot in &batch {
+            self.table.at_mut(slot).selected_in = step;
         }
-        let evicted: Vec<CallId> = queue
+        let evicted: Vec<Slot> = queue
             .running
             .iter()
             .copied()
-            .filter(|id| self.table.calls[id].selected_in != step)
+            .filter(|s| self.table.at(*s).selected_in != step)
             .collect();
-        for &id in &evicted {
-            self.stop_running(id, now, CallState::Preempted);
+        for &slot in &evicted {
+            self.stop_running(slot, now, CallState::Preempted);
+            out.preempted.push(self.table.at(slot).id);
         }
-        out.preempted = evicted;
-        for i in 0..out.running.len() {
-            let id = out.running[i];
-            if self.table.calls[&id].state.is_queued() {
-                self.start_running(id, now);
-                out.admitted.push(id);
+        for &slot in &batch {
+            let call = self.table.at(slot);
+            out.running.push(call.id);
+            if call.state.is_queued() {
+                out.admitted.push(call.id);
+                self.start_running(slot, now);
             }
         }
     }
 
     fn compact(&mut self, engine: EngineId) {
-        let calls = &self.table.calls;
+        let table = &self.table;
         let queue = self.engines.get_mut(&engine).expect("engine exists");
-        let (running, queued) = (queue.running.len(), queue.queued());
-        queue.expiries.compact(running, |t, id| {
-            calls.get(&id).is_some_and(|c| c.expiry == t)
+        queue
+            .expiries
+            .compact(queue.running.len(), |t, (id, slot)| {
+                let c = table.at(slot);
+                c.id == id && c.expiry == t
+            });
+        let watches = &queue.watches;
+        queue.starving.compact(watches.len(), |due, program| {
+            watches.get(&program).is_some_and(|w| w.due == due)
         });
-        queue.deadlines.compact(queued, |t, id| {
-            calls.get(&id).is_some_and(|c| c.deadline == t)
-        });
-    }
-
-    fn engine_mut(&mut self, engine: EngineId) -> &mut EngineQueue {
-        self.engines.get_mut(&engine).expect("engine exists")
     }
 
     // ----------------------------------------------------------------------------- transitions
 
     /// Queued -> running.
-    fn start_running(&mut self, id: CallId, now: f64) {
-        self.dequeue(id);
+    fn start_running(&mut self, slot: Slot, now: f64) {
+        self.dequeue(slot);
         let multilevel = self.policy.multilevel();
-        let call = self.table.call_mut(id);
+        let call = &mut self.table.slab[slot as usize];
         let engine = self
             .engines
             .get_mut(&call.engine)
-            .expect("engine of a live call");
+            .expect("invariant: the engine of a live call exists");
         engine.remove(call);
         call.wait_acc += now - call.since;
         call.since = now;
         call.state = CallState::Running;
         call.running_pos = engine.running.len() as u32;
-        engine.running.push(id);
-        engine.insert(call);
+        engine.running.push(slot);
+        engine.insert(slot, call);
         if multilevel {
             call.expiry = now + call.quantum_left;
-            engine.expiries.push(call.expiry, id);
+            engine.expiries.push(call.expiry, (call.id, slot));
         }
     }
 
     /// Running -> preempted (back in its queue, keeping its FCFS position) or finished.
-    fn stop_running(&mut self, id: CallId, now: f64, to: CallState) {
-        self.settle_quantum(id, now);
-        let call = self.table.call_mut(id);
+    fn stop_running(&mut self, slot: Slot, now: f64, to: CallState) {
+        self.settle_quantum(slot, now);
+        let call = &mut self.table.slab[slot as usize];
         let engine = self
             .engines
             .get_mut(&call.engine)
-            .expect("engine of a live call");
+            .expect("invariant: the engine of a live call exists");
         engine.remove(call);
         if let Some(moved) = swap_remove_tracked(&mut engine.running, call.running_pos) {
             let pos = call.running_pos;
-            self.table.call_mut(moved).running_pos = pos;
+            self.table.at_mut(moved).running_pos = pos;
         }
-        let call = self.table.call_mut(id);
+        let call = &mut self.table.slab[slot as usize];
         call.service_acc += now - call.since;
         call.since = now;
         if call.expiry.is_finite() {
@@ -518,88 +558,137 @@ impl Scheduler {
         }
         call.state = to;
         if to == CallState::Preempted {
-            self.enqueue(id);
+            self.enqueue(slot);
         }
     }
 
-    /// Puts a (waiting or preempted) call into its engine's queue and its starvation watch.
-    fn enqueue(&mut self, id: CallId) {
-        let call = &self.table.calls[&id];
-        let program = self.table.program_mut(call.program);
-        let pos = program.queued.len() as u32;
-        program.queued.push(id);
-        let call = self.table.call_mut(id);
-        call.queued_pos = pos;
-        let call = &self.table.calls[&id];
+    /// Puts a (waiting or preempted) call into its engine's queue and, below the top queue, under
+    /// its program's starvation watch.
+    fn enqueue(&mut self, slot: Slot) {
+        let call = self.table.at(slot);
         self.engines
             .get_mut(&call.engine)
-            .expect("engine of a live call")
-            .insert(call);
-        self.refresh_deadline(id);
-    }
-
-    /// Takes a queued call out of its program's starvation watch (its engine entry is re-keyed by
-    /// the caller).
-    fn dequeue(&mut self, id: CallId) {
-        let call = self.table.call_mut(id);
-        call.deadline = f64::INFINITY;
-        let (program, pos) = (call.program, call.queued_pos);
-        if let Some(moved) = swap_remove_tracked(&mut self.table.program_mut(program).queued, pos) {
-            self.table.call_mut(moved).queued_pos = pos;
+            .expect("invariant: the engine of a live call exists")
+            .insert(slot, call);
+        if self.beta.is_some() && self.table.at(slot).level > 0 {
+            self.watch(slot);
         }
     }
 
-    /// Recomputes when a queued call reaches `(W_p + W_c) / max(floor, T_p + T_c) >= beta`.
-    fn refresh_deadline(&mut self, id: CallId) {
-        let call = &self.table.calls[&id];
-        let deadline = match self.config.starvation_beta {
-            Some(beta) if self.policy.multilevel() && call.level > 0 => {
-                let program = &self.table.programs[&call.program];
-                let service =
-                    self.policy.program_service(program) + (call.service_acc - call.service_reset);
-                call.since + beta * service.max(self.config.service_floor)
-                    - program.waiting_time
-                    - (call.wait_acc - call.wait_reset)
+    /// Takes a queued call out of its starvation watch (its engine entry is re-keyed by the
+    /// caller).
+    fn dequeue(&mut self, slot: Slot) {
+        let call = &mut self.table.slab[slot as usize];
+        if call.starve_key.is_finite() {
+            call.starve_key = f64::INFINITY;
+            let (engine, program) = (call.engine, call.program);
+            let watch = self
+                .engine_mut(engine)
+                .watches
+                .get_mut(&program)
+                .expect("invariant: a watched call's watch exists");
+            watch.count -= 1;
+            if watch.count == 0 {
+                self.drop_watch(engine, program);
             }
-            _ => f64::INFINITY,
-        };
-        if deadline != call.deadline {
-            let engine = call.engine;
-            self.table.call_mut(id).deadline = deadline;
-            self.engine_mut(engine).deadlines.push(deadline, id);
+        }
+    }
+
+    /// Watches a queued call: it starves when `W_p + W_c >= beta * (max(floor, T_p) + T_c)`, i.e.
+    /// at `since - W_c(since) + beta * T_c` (its own key) plus the program's offset.
+    fn watch(&mut self, slot: Slot) {
+        let beta = self.beta.expect("watching only with starvation on");
+        let call = &mut self.table.slab[slot as usize];
+        let key = call.since - (call.wait_acc - call.wait_reset)
+            + beta * (call.service_acc - call.service_reset);
+        call.starve_key = key;
+        let (id, engine, program) = (call.id, call.engine, call.program);
+        let due = key + self.starvation_offset(program);
+        let queue = self
+            .engines
+            .get_mut(&engine)
+            .expect("invariant: the engine of a live call exists");
+        let watch = queue.watches.entry(program).or_insert_with(|| {
+            self.table.program_mut(program).watched.push(engine);
+            Watch {
+                due: f64::INFINITY,
+                ..Watch::default()
+            }
+        });
+        watch.calls.push(key, (id, slot));
+        watch.count += 1;
+        let table = &self.table;
+        watch
+            .calls
+            .compact(watch.count as usize, |key, (id, slot)| {
+                let c = table.at(slot);
+                c.id == id && c.starve_key == key
+            });
+        if due < watch.due {
+            watch.due = due;
+            queue.starving.push(due, program);
+        }
+    }
+
+    fn drop_watch(&mut self, engine: EngineId, program: ProgramId) {
+        self.engine_mut(engine).watches.remove(&program);
+        let watched = &mut self.table.program_mut(program).watched;
+        watched.retain(|e| *e != engine);
+    }
+
+    /// The program's waiting or service changed: its watches fall due at new times.
+    fn rewatch(&mut self, program: ProgramId) {
+        let offset = self.starvation_offset(program);
+        for i in 0..self.table.programs[&program].watched.len() {
+            let engine = self.table.programs[&program].watched[i];
+            let queue = self
+                .engines
+                .get_mut(&engine)
+                .expect("watched engine exists");
+            let watch = queue.watches.get_mut(&program).expect("watch exists");
+            while let Some((key, (id, slot))) = watch.calls.peek() {
+                let call = self.table.at(slot);
+                if call.id == id && call.starve_key == key {
+                    break;
+                }
+                watch.calls.pop();
+            }
+            let due = watch
+                .calls
+                .peek()
+                .map_or(f64::INFINITY, |(key, _)| key + offset);
+            if due != watch.due {
+                watch.due = due;
+                queue.starving.push(due, program);
+            }
         }
     }
 
     /// Takes a live call off its engine and out of the table, closing its current interval.
-    fn unlink(&mut self, id: CallId, now: f64) -> Call {
-        if self.table.calls[&id].state == CallState::Running {
-            self.stop_running(id, now, CallState::Finished);
+    fn unlink(&mut self, slot: Slot, now: f64) -> Call {
+        if self.table.at(slot).state == CallState::Running {
+            self.stop_running(slot, now, CallState::Finished);
         } else {
-            self.dequeue(id);
-            let call = self.table.call_mut(id);
+            self.dequeue(slot);
+            let call = &mut self.table.slab[slot as usize];
             call.wait_acc += now - call.since;
             call.since = now;
-            let call = &self.table.calls[&id];
             self.engines
                 .get_mut(&call.engine)
-                .expect("engine of a live call")
+                .expect("invariant: the engine of a live call exists")
                 .remove(call);
         }
-        self.table.calls.remove(&id).expect("live call")
+        self.table.remove(slot)
     }
 
     /// Removes a live call (finished or aborted), charging its service and waiting to its program.
-    fn retire(&mut self, id: CallId, now: f64, finished: bool) {
-        let call = self.unlink(id, now);
+    fn retire(&mut self, slot: Slot, now: f64, finished: bool) {
+        let call = self.unlink(slot, now);
         let key = Some((call.program, call.thread));
         let thread_prev = call
             .thread_prev
             .filter(|p| !finished && self.table.thread_of(*p) == key);
-        let program = self
-            .table
-            .programs
-            .get_mut(&call.program)
-            .expect("invariant: a live call's program is in the table");
+        let program = self.table.program_mut(call.program);
         let path_end = call.path_start + call.service_acc;
         program.attained_service += call.service_acc;
         program.waiting_time += call.wait_acc;
@@ -608,36 +697,31 @@ impl Scheduler {
         if finished {
             program.finished_calls += 1;
             program.last_completion = Some(now);
-            self.table.finished.insert(
-                id,
-                FinishedCall {
-                    program: call.program,
-                    thread: call.thread,
-                    path_end,
-                },
-            );
-        } else {
-            // Forgotten, so the id can be used again; the thread's next call descends from the
-            // aborted call's predecessor instead, if that is still the thread's.
-            program.calls.retain(|c| *c != id);
-            if program.threads.get(&call.thread) == Some(&id) {
-                match thread_prev {
-                    Some(prev) => program.threads.insert(call.thread, prev),
-                    None => program.threads.remove(&call.thread),
-                };
-            }
+        } else if program.threads.get(&call.thread) == Some(&call.id) {
+            // An aborted call is forgotten (its id may be used again); the thread's next call
+            // descends from the aborted call's predecessor instead, if that is still the thread's.
+            match thread_prev {
+                Some(prev) => program.threads.insert(call.thread, prev),
+                None => program.threads.remove(&call.thread),
+            };
         }
         if program.active_calls == 0 {
             program.idle_deadline = now + self.config.program_ttl;
             self.idle
                 .push(Reverse((Time(program.idle_deadline), call.program)));
         }
-        // W_p and T_p changed: the program's queued calls are due at new times.
-        if self.config.starvation_beta.is_some() && self.policy.multilevel() {
-            let program = call.program;
-            for i in 0..self.table.programs[&program].queued.len() {
-                self.refresh_deadline(self.table.programs[&program].queued[i]);
-            }
+        if finished {
+            self.table.retain_finished(
+                call.id,
+                FinishedCall {
+                    program: call.program,
+                    thread: call.thread,
+                    path_end,
+                },
+            );
+        }
+        if self.beta.is_some() {
+            self.rewatch(call.program);
         }
     }
 
@@ -646,51 +730,50 @@ impl Scheduler {
     /// A running call completed.
     pub fn finish(&mut self, id: CallId, now: f64) -> Result<()> {
         let now = self.clock(now)?;
-        let call = self.table.call(id)?;
-        if call.state != CallState::Running {
+        let slot = self.table.slot(id)?;
+        let state = self.table.at(slot).state;
+        if state != CallState::Running {
             return Err(CoreError::InvalidTransition {
                 call: id,
-                state: call.state,
+                state,
                 action: "finish (only a running call can finish)",
             });
         }
         self.now = now;
-        self.retire(id, now, true);
+        self.retire(slot, now, true);
         Ok(())
     }
 
     /// Cancels a live call in any state; its service and waiting so far still count for its program.
     pub fn abort(&mut self, id: CallId, now: f64) -> Result<()> {
         let now = self.clock(now)?;
-        self.table.call(id)?;
+        let slot = self.table.slot(id)?;
         self.now = now;
-        self.retire(id, now, false);
+        self.retire(slot, now, false);
         Ok(())
     }
 
     /// The engine preempted a running call on its own (for example when its KV cache ran out).
     pub fn preempt(&mut self, id: CallId, now: f64) -> Result<()> {
         let now = self.clock(now)?;
-        let call = self.table.call(id)?;
-        if call.state != CallState::Running {
+        let slot = self.table.slot(id)?;
+        let state = self.table.at(slot).state;
+        if state != CallState::Running {
             return Err(CoreError::InvalidTransition {
                 call: id,
-                state: call.state,
+                state,
                 action: "preempt (only a running call can be preempted)",
             });
         }
         self.now = now;
-        self.stop_running(id, now, CallState::Preempted);
+        self.stop_running(slot, now, CallState::Preempted);
         Ok(())
     }
 
     /// Records tokens generated by a live call (its KV footprint grows).
     pub fn add_tokens(&mut self, id: CallId, tokens: u64) -> Result<()> {
-        let call = self
-            .table
-            .calls
-            .get_mut(&id)
-            .ok_or(CoreError::UnknownCall(id))?;
+        let slot = self.table.slot(id)?;
+        let call = self.table.at_mut(slot);
         call.generated_tokens = call.generated_tokens.saturating_add(tokens);
         Ok(())
     }
@@ -704,16 +787,14 @@ impl Scheduler {
     }
 
     fn remove_program(&mut self, id: ProgramId, now: f64) -> Vec<CallId> {
-        let live = self.table.live_calls(id).unwrap_or_default();
-        for &call in &live {
-            self.unlink(call, now);
-        }
+        let live = self.table.programs[&id].live.clone();
+        let ids = live.iter().map(|&slot| self.unlink(slot, now).id).collect();
         if let Some(program) = self.table.programs.remove(&id) {
-            for call in program.calls {
+            for call in program.finished {
                 self.table.finished.remove(&call);
             }
         }
-        live
+        ids
     }
 
     /// Forgets programs idle (no live call) for longer than the TTL; returns their ids.

@@ -8,7 +8,7 @@
 //!   errors change nothing), and
 //! - against [`Model`], a small reference model of the documented rules (paper sections 3-5:
 //!   arrival priority binned into K queues, one demotion per used-up quantum, promotion to the top
-//!   queue when `(W_p + W_c) / max(floor, T_p + T_c) >= beta`, batch formation in (queue, running
+//!   queue when `(W_p + W_c) / (max(floor, T_p) + T_c) >= beta`, batch formation in (queue, running
 //!   before queued, FCFS) order that stops at the first call that does not fit).
 //!
 //! Every time is a small multiple of [`TICK`], so every sum, difference and product that the core
@@ -373,11 +373,11 @@ impl Model {
         let c = &self.calls[&id];
         match self.cfg.starvation_beta {
             Some(beta) if self.multilevel() && c.level > 0 && c.state.is_queued() => {
+                // Same arithmetic as the core: the call's own key plus the program's offset.
                 let p = &self.programs[&c.program];
-                let service = self.program_service(p) + (c.service_acc - c.service_reset);
-                c.since + beta * service.max(self.cfg.service_floor)
-                    - p.waiting
-                    - (c.wait_acc - c.wait_reset)
+                let key = c.since - (c.wait_acc - c.wait_reset)
+                    + beta * (c.service_acc - c.service_reset);
+                key + (beta * self.program_service(p).max(self.cfg.service_floor) - p.waiting)
             }
             _ => f64::INFINITY,
         }
@@ -949,13 +949,15 @@ impl Run {
                 let p = ProgramId::from(*p);
                 let result = self.s.both(|s| s.end_program(p, t));
                 if self.m.programs.contains_key(&p) {
-                    let ended = result.unwrap();
-                    let expected: Vec<CallId> = self
+                    let mut ended = result.unwrap();
+                    ended.sort_unstable();
+                    let mut expected: Vec<CallId> = self
                         .live
                         .iter()
                         .copied()
                         .filter(|id| self.m.calls[id].program == p)
                         .collect();
+                    expected.sort_unstable();
                     assert_eq!(ended, expected, "end_program returns the live calls");
                     for id in &ended {
                         self.live.remove(id);
@@ -1580,10 +1582,10 @@ impl Run {
     }
 
     /// Property 4: a queued call below the top queue whose ratio
-    /// `(W_p + W_c) / max(floor, T_p + T_c)` reached beta at the step's time is in the top queue
+    /// `(W_p + W_c) / (max(floor, T_p) + T_c)` reached beta at the step's time is in the top queue
     /// after the step, and only such calls are promoted. `W_c` and `T_c` count from the call's
     /// last promotion, which shows as its level dropping to 0. The ratio is compared
-    /// multiplied out (`W >= beta * max(floor, T)`), exact on the tick grid.
+    /// multiplied out (`W >= beta * (max(floor, T_p) + T_c)`), exact on the tick grid.
     fn check_starvation(
         &mut self,
         engine: EngineId,
@@ -1614,7 +1616,7 @@ impl Run {
             let (w0, s0) = self.resets.get(id).copied().unwrap_or((0.0, 0.0));
             let w_c = call.waiting_time(now) - w0;
             let t_c = call.service(now) - s0;
-            let starving = program.waiting_time + w_c >= beta * (t_p + t_c).max(floor);
+            let starving = program.waiting_time + w_c >= beta * (t_p.max(floor) + t_c);
             let was_promoted = before.level > 0 && after.level == 0;
             if before.state.is_queued() && before.level > 0 && before.engine == engine && starving {
                 assert_eq!(after.level, 0, "starving call {id} not promoted at {now}");

@@ -373,7 +373,7 @@ fn mlfq_time_slices_a_long_call_against_new_ones() {
 
 /// PLAS with beta = 2: program L attained 4 steps of service, so its next call enters a low queue
 /// and a stream of new short programs keeps the single slot busy. Once
-/// `(W_p + W_c) / max(floor, T_p + T_c)` reaches 2, the call is promoted to the top queue and runs
+/// `(W_p + W_c) / (max(floor, T_p) + T_c)` reaches 2, the call is promoted to the top queue and runs
 /// before the short calls that arrive after its promotion. The program's own waiting `W_p` counts:
 /// when L's first call waited 2 steps, the second is promoted 2 steps of its own waiting sooner.
 /// Without anti-starvation the call never runs.

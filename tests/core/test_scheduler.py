@@ -512,7 +512,7 @@ def starving_run(beta: float | None) -> list[Decision]:
     assert s.step(0, 2.5, 1, BIG_KV).demoted == 2
     decisions = []
     t = 2.5
-    for cid in range(100, 114):
+    for cid in range(100, 118):
         s.submit(cid, 2, t)
         d = s.step(0, t, 1, BIG_KV)
         decisions.append(d)
@@ -525,12 +525,12 @@ def starving_run(beta: float | None) -> list[Decision]:
 def test_anti_starvation_promotes_to_top_queue() -> None:
     decisions = starving_run(2.0)
     assert decisions[0].preempted == [1]
-    # Deadline = since + beta * max(floor, T) - W = 2.5 + 2 * 2.5 = 7.5: the 11th step.
-    assert [d.promoted for d in decisions[:10]] == [0] * 10
-    assert decisions[10].promoted == 1
-    assert 1 not in decisions[10].running  # promoted behind the call that arrived in the same step
-    assert decisions[11].running == [1]
-    assert decisions[11].admitted == [1]
+    # Deadline = since + beta * (max(floor, T_p) + T_c) - W = 2.5 + 2 * (1 + 2.5) = 9.5: the 15th step.
+    assert [d.promoted for d in decisions[:14]] == [0] * 14
+    assert decisions[14].promoted == 1
+    assert 1 not in decisions[14].running  # promoted behind the call that arrived in the same step
+    assert decisions[15].running == [1]
+    assert decisions[15].admitted == [1]
 
 
 def test_starvation_beta_none_never_promotes() -> None:
