@@ -47,7 +47,7 @@ pub(crate) fn path_start(table: &ProgramTable, parents: &[CallId], now: f64) -> 
         .iter()
         .map(|p| match table.call(*p) {
             Ok(c) => c.path_start + c.service(now),
-            Err(_) => table.finished.get(p).map_or(0.0, |f| f.path_end),
+            Err(_) => table.path_end(*p).unwrap_or(0.0),
         })
         .fold(0.0, f64::max)
 }

@@ -37,8 +37,8 @@ pub struct Program {
     pub finished_calls: u64,
     pub last_arrival: f64,
     pub last_completion: Option<f64>,
-    /// Last call of each thread: the implicit parent of the thread's next call.
-    pub(crate) threads: FxHashMap<ThreadId, CallId>,
+    /// Threads with a known last call (their last calls are in `ProgramTable::threads`).
+    pub(crate) threads: Vec<ThreadId>,
     /// Its live calls.
     pub(crate) live: Vec<Slot>,
     /// Its retained finished calls, oldest first.
@@ -62,7 +62,7 @@ impl Program {
             finished_calls: 0,
             last_arrival: now,
             last_completion: None,
-            threads: FxHashMap::default(),
+            threads: Vec::new(),
             live: Vec::new(),
             finished: VecDeque::new(),
             watched: Vec::new(),
@@ -153,6 +153,13 @@ pub(crate) struct FinishedCall {
     pub path_end: f64,
 }
 
+/// A known call id: live (in the slab) or a retained finished call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Known {
+    Live(Slot),
+    Finished(FinishedCall),
+}
+
 /// Programs, live calls and retained finished calls.
 #[derive(Debug, Default, Clone)]
 pub struct ProgramTable {
@@ -160,8 +167,11 @@ pub struct ProgramTable {
     /// Live calls by slot; a free slot holds a stale call in state `Finished`.
     pub(crate) slab: Vec<Call>,
     free: Vec<Slot>,
-    pub(crate) index: FxHashMap<CallId, Slot>,
-    pub(crate) finished: FxHashMap<CallId, FinishedCall>,
+    /// Every known call id, live or finished: one probe answers both.
+    index: FxHashMap<CallId, Known>,
+    live_calls: usize,
+    /// Last call of each (program, thread): the implicit parent of the thread's next call.
+    pub(crate) threads: FxHashMap<(ProgramId, ThreadId), CallId>,
 }
 
 impl ProgramTable {
@@ -174,25 +184,33 @@ impl ProgramTable {
     }
 
     pub(crate) fn slot(&self, id: CallId) -> Result<Slot> {
-        self.index
-            .get(&id)
-            .copied()
-            .ok_or(CoreError::UnknownCall(id))
+        match self.index.get(&id) {
+            Some(Known::Live(slot)) => Ok(*slot),
+            _ => Err(CoreError::UnknownCall(id)),
+        }
     }
 
     /// Whether the id is taken by a live call or a retained finished one.
     pub fn knows_call(&self, id: CallId) -> bool {
-        self.index.contains_key(&id) || self.finished.contains_key(&id)
+        self.index.contains_key(&id)
     }
 
     /// Program and thread of a live or retained finished call.
     pub fn thread_of(&self, call: CallId) -> Option<(ProgramId, ThreadId)> {
-        match self.index.get(&call) {
-            Some(&s) => {
-                let c = &self.slab[s as usize];
+        match self.index.get(&call)? {
+            Known::Live(s) => {
+                let c = &self.slab[*s as usize];
                 Some((c.program, c.thread))
             }
-            None => self.finished.get(&call).map(|f| (f.program, f.thread)),
+            Known::Finished(f) => Some((f.program, f.thread)),
+        }
+    }
+
+    /// `path_start + service` of a retained finished call.
+    pub(crate) fn path_end(&self, call: CallId) -> Option<f64> {
+        match self.index.get(&call)? {
+            Known::Finished(f) => Some(f.path_end),
+            Known::Live(_) => None,
         }
     }
 
@@ -201,7 +219,7 @@ impl ProgramTable {
     }
 
     pub fn num_live_calls(&self) -> usize {
-        self.index.len()
+        self.live_calls
     }
 
     /// Live calls of a program.
@@ -237,7 +255,8 @@ impl ProgramTable {
             .expect("program created before its calls");
         call.live_pos = program.live.len() as u32;
         program.live.push(slot);
-        self.index.insert(call.id, slot);
+        self.index.insert(call.id, Known::Live(slot));
+        self.live_calls += 1;
         if slot as usize == self.slab.len() {
             self.slab.push(call);
         } else {
@@ -251,6 +270,7 @@ impl ProgramTable {
         let call = self.slab[slot as usize].clone();
         self.slab[slot as usize].state = CallState::Finished;
         self.index.remove(&call.id);
+        self.live_calls -= 1;
         self.free.push(slot);
         if let Some(program) = self.programs.get_mut(&call.program) {
             if let Some(moved) = swap_remove_tracked(&mut program.live, call.live_pos) {
@@ -270,9 +290,22 @@ impl ProgramTable {
             None
         };
         if let Some(old) = evicted {
-            self.finished.remove(&old);
+            self.index.remove(&old);
         }
-        self.finished.insert(id, finished);
+        self.index.insert(id, Known::Finished(finished));
+    }
+
+    /// Forgets a program, its retained finished calls and its threads (its live calls must be
+    /// gone already).
+    pub(crate) fn remove_program(&mut self, id: ProgramId) {
+        if let Some(program) = self.programs.remove(&id) {
+            for call in program.finished {
+                self.index.remove(&call);
+            }
+            for thread in program.threads {
+                self.threads.remove(&(id, thread));
+            }
+        }
     }
 }
 

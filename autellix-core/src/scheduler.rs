@@ -197,12 +197,10 @@ impl Scheduler {
     }
 
     fn insert_call(&mut self, spec: &CallSpec<'_>, now: f64) {
-        let thread_prev = self
-            .table
-            .programs
-            .get(&spec.program)
-            .and_then(|p| p.threads.get(&spec.thread).copied())
-            .filter(|prev| self.table.thread_of(*prev) == Some((spec.program, spec.thread)));
+        let thread = (spec.program, spec.thread);
+        let thread_prev = self.table.threads.insert(thread, spec.call);
+        // A stale entry (its call aborted and the id reused elsewhere) is no parent.
+        let thread_prev = thread_prev.filter(|prev| self.table.thread_of(*prev) == Some(thread));
         let parents = spec.parents.unwrap_or(thread_prev.as_slice());
         let path_start = dag::path_start(&self.table, parents, now);
         let program = self
@@ -210,7 +208,9 @@ impl Scheduler {
             .programs
             .entry(spec.program)
             .or_insert_with(|| Program::new(spec.program, now));
-        program.threads.insert(spec.thread, spec.call);
+        if thread_prev.is_none() && !program.threads.contains(&spec.thread) {
+            program.threads.push(spec.thread);
+        }
         program.active_calls += 1;
         program.last_arrival = now;
         program.engine = Some(spec.engine);
@@ -688,7 +688,11 @@ impl Scheduler {
         let thread_prev = call
             .thread_prev
             .filter(|p| !finished && self.table.thread_of(*p) == key);
-        let program = self.table.program_mut(call.program);
+        let program = self
+            .table
+            .programs
+            .get_mut(&call.program)
+            .expect("invariant: a live call's program is in the table");
         let path_end = call.path_start + call.service_acc;
         program.attained_service += call.service_acc;
         program.waiting_time += call.wait_acc;
@@ -697,13 +701,15 @@ impl Scheduler {
         if finished {
             program.finished_calls += 1;
             program.last_completion = Some(now);
-        } else if program.threads.get(&call.thread) == Some(&call.id) {
+        } else if self.table.threads.get(&key_of(&call)) == Some(&call.id) {
             // An aborted call is forgotten (its id may be used again); the thread's next call
             // descends from the aborted call's predecessor instead, if that is still the thread's.
-            match thread_prev {
-                Some(prev) => program.threads.insert(call.thread, prev),
-                None => program.threads.remove(&call.thread),
-            };
+            if let Some(prev) = thread_prev {
+                self.table.threads.insert(key_of(&call), prev);
+            } else {
+                self.table.threads.remove(&key_of(&call));
+                program.threads.retain(|t| *t != call.thread);
+            }
         }
         if program.active_calls == 0 {
             program.idle_deadline = now + self.config.program_ttl;
@@ -789,11 +795,7 @@ impl Scheduler {
     fn remove_program(&mut self, id: ProgramId, now: f64) -> Vec<CallId> {
         let live = self.table.programs[&id].live.clone();
         let ids = live.iter().map(|&slot| self.unlink(slot, now).id).collect();
-        if let Some(program) = self.table.programs.remove(&id) {
-            for call in program.finished {
-                self.table.finished.remove(&call);
-            }
-        }
+        self.table.remove_program(id);
         ids
     }
 
@@ -823,4 +825,9 @@ impl Scheduler {
         }
         expired
     }
+}
+
+/// The (program, thread) a call belongs to.
+fn key_of(call: &Call) -> (ProgramId, ThreadId) {
+    (call.program, call.thread)
 }
