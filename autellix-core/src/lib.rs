@@ -22,5 +22,5 @@ pub use config::{DECODE_STEP_SECONDS, SchedulerConfig};
 pub use error::{CoreError, Result};
 pub use policy::{Atlas, Fcfs, Mlfq, Plas, Policy, PolicyKind};
 pub use program_table::{Call, Program, ProgramTable};
-pub use scheduler::{CallSpec, Decision, Scheduler};
+pub use scheduler::{CallSpec, Decision, Scheduler, StepReport};
 pub use types::{CallId, CallState, Capacity, EngineId, ProgramId, ThreadId};

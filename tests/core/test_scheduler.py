@@ -1036,3 +1036,24 @@ def test_no_call_lost(policy: str, ops: list[Op]) -> None:
             info_p = s.program(p)
             assert info_p.finished_calls == finished.get(p, 0)
             assert sorted(info_p.live_calls) == sorted(x for x, (q, _) in live.items() if q == p)
+
+
+def test_decoded_adds_tokens_to_every_call_of_the_last_batch() -> None:
+    s = Scheduler(SchedulerConfig("fcfs"))
+    s.submit_many(0.0, [1, 2, 3], [1, 2, 3], prompt_tokens=[10, 10, 10])
+    assert s.step(0, 0.0, 2, BIG_KV).running == [1, 2]
+    s.step(0, 1.0, 2, BIG_KV, decoded=1, progress=[(2, 4)])
+    assert [s.call(c).generated_tokens for c in (1, 2, 3)] == [1, 5, 0]
+    # The budget sees the grown footprints: 11 + 15 tokens no longer fit in 25.
+    d = s.step(0, 2.0, 2, 25, decoded=0)
+    assert d.running == [1]
+    assert d.preempted == [2]
+
+
+def test_decoded_is_applied_only_after_validation() -> None:
+    s = Scheduler(SchedulerConfig("fcfs"))
+    s.submit(1, 1, 0.0)
+    s.step(0, 0.0, 1, BIG_KV)
+    with pytest.raises(UnknownCallError):
+        s.step(0, 1.0, 1, BIG_KV, decoded=3, finished=[99])
+    assert s.call(1).generated_tokens == 0
