@@ -81,6 +81,8 @@ impl Program {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Call {
     pub id: CallId,
+    /// Unique for the scheduler's lifetime (an id or a slot can be reused after an abort).
+    pub(crate) uid: u64,
     pub program: ProgramId,
     pub thread: ThreadId,
     pub engine: EngineId,

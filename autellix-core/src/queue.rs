@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use rustc_hash::FxHashMap;
 
 use crate::program_table::{Call, Slot};
-use crate::types::{CallId, ProgramId, Time};
+use crate::types::{ProgramId, Time};
 
 /// Position of a call in its engine's order: (queue level, running before queued, FCFS position)
 /// packed into one integer, most significant first. A waiting call never displaces a running one
@@ -27,7 +27,8 @@ impl QueueKey {
 }
 
 /// A min-heap of (due time, item) whose entries go stale instead of being removed; the owner
-/// checks an entry against the item's current state when it pops.
+/// checks an entry against the item's current state when it pops. Calls are named by their
+/// unique incarnation number (`Call::uid`), never by their id or slot, which can be reused.
 #[derive(Debug, Clone)]
 pub(crate) struct DueHeap<T: Ord>(BinaryHeap<Reverse<(Time, T)>>);
 
@@ -73,7 +74,7 @@ impl<T: Ord + Copy> DueHeap<T> {
 /// the program's waiting or service moves every call at once, in O(log n).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Watch {
-    pub calls: DueHeap<(CallId, Slot)>,
+    pub calls: DueHeap<(u64, Slot)>,
     /// Calls currently watched.
     pub count: u32,
     /// Due time of the entry in `EngineQueue::starving` that is current for this program.
@@ -88,7 +89,7 @@ pub(crate) struct EngineQueue {
     /// Queued calls per level (for metrics).
     pub queued_per_level: Vec<u32>,
     /// Quantum expiries of running calls.
-    pub expiries: DueHeap<(CallId, Slot)>,
+    pub expiries: DueHeap<(u64, Slot)>,
     pub watches: FxHashMap<ProgramId, Watch>,
     /// When each watched program's first call starves.
     pub starving: DueHeap<ProgramId>,

@@ -68,7 +68,8 @@ pub struct Decision {
     pub admitted: Vec<CallId>,
     /// Calls that were running and are now preempted (their KV must be freed or swapped out).
     pub preempted: Vec<CallId>,
-    /// Queued calls whose KV footprint alone exceeds the engine's budget; skipped, still queued.
+    /// Calls whose KV footprint alone exceeds the engine's budget: skipped (still queued, or
+    /// preempted if it was running and grew past the budget). The caller should abort them.
     pub too_large: Vec<CallId>,
     /// Quantum demotions applied in this step.
     pub demoted: u32,
@@ -238,6 +239,7 @@ impl Scheduler {
         let seq = self.take_seq();
         let slot = self.table.insert(Call {
             id: spec.call,
+            uid: seq,
             program: spec.program,
             thread: spec.thread,
             engine: spec.engine,
@@ -383,10 +385,10 @@ impl Scheduler {
 
     fn apply_demotions(&mut self, engine: EngineId, now: f64) -> u32 {
         let mut demoted = 0;
-        while let Some((due, (id, slot))) = self.engine_mut(engine).expiries.peek_due(now) {
+        while let Some((due, (uid, slot))) = self.engine_mut(engine).expiries.peek_due(now) {
             self.engine_mut(engine).expiries.pop();
             let call = self.table.at(slot);
-            if call.id == id && call.state == CallState::Running && call.expiry == due {
+            if call.uid == uid && call.state == CallState::Running && call.expiry == due {
                 demoted += self.settle_quantum(slot, now);
             }
         }
@@ -418,13 +420,14 @@ impl Scheduler {
                 .floor()
                 .mul_add(quantum, quantum);
             if call.expiry <= now {
-                call.expiry = now + quantum; // float spacing at large times
+                // Float spacing at huge times: the next representable time still moves forward.
+                call.expiry = (now + quantum).max(now.next_up());
             }
         }
         self.next_seq += 1;
         call.seq = self.next_seq;
         engine.insert(slot, call);
-        engine.expiries.push(call.expiry, (call.id, slot));
+        engine.expiries.push(call.expiry, (call.uid, slot));
         u32::from(call.level - level)
     }
 
@@ -451,9 +454,9 @@ impl Scheduler {
             let offset = self.starvation_offset(program);
             let queue = self.engines.get_mut(&engine).expect("engine exists");
             let watch = queue.watches.get_mut(&program).expect("checked above");
-            while let Some((key, (id, slot))) = watch.calls.peek() {
+            while let Some((key, (uid, slot))) = watch.calls.peek() {
                 let call = &mut self.table.slab[slot as usize];
-                if call.id != id || call.starve_key != key {
+                if call.uid != uid || call.starve_key != key {
                     watch.calls.pop(); // stale
                     continue;
                 }
@@ -463,7 +466,7 @@ impl Scheduler {
                 watch.calls.pop();
                 call.starve_key = f64::INFINITY;
                 watch.count -= 1;
-                due_calls.push((key + offset, id, slot));
+                due_calls.push((key + offset, call.id, slot));
             }
             watch.due = watch
                 .calls
@@ -553,9 +556,9 @@ impl Scheduler {
         let queue = self.engines.get_mut(&engine).expect("engine exists");
         queue
             .expiries
-            .compact(queue.running.len(), |t, (id, slot)| {
+            .compact(queue.running.len(), |t, (uid, slot)| {
                 let c = table.at(slot);
-                c.id == id && c.expiry == t
+                c.uid == uid && c.expiry == t
             });
         let watches = &queue.watches;
         queue.starving.compact(watches.len(), |due, program| {
@@ -583,7 +586,7 @@ impl Scheduler {
         engine.insert(slot, call);
         if multilevel {
             call.expiry = now + call.quantum_left;
-            engine.expiries.push(call.expiry, (call.id, slot));
+            engine.expiries.push(call.expiry, (call.uid, slot));
         }
     }
 
@@ -653,7 +656,7 @@ impl Scheduler {
         let key = call.since - (call.wait_acc - call.wait_reset)
             + beta * (call.service_acc - call.service_reset);
         call.starve_key = key;
-        let (id, engine, program) = (call.id, call.engine, call.program);
+        let (uid, engine, program) = (call.uid, call.engine, call.program);
         let due = key + self.starvation_offset(program);
         let queue = self
             .engines
@@ -666,14 +669,14 @@ impl Scheduler {
                 ..Watch::default()
             }
         });
-        watch.calls.push(key, (id, slot));
+        watch.calls.push(key, (uid, slot));
         watch.count += 1;
         let table = &self.table;
         watch
             .calls
-            .compact(watch.count as usize, |key, (id, slot)| {
+            .compact(watch.count as usize, |key, (uid, slot)| {
                 let c = table.at(slot);
-                c.id == id && c.starve_key == key
+                c.uid == uid && c.starve_key == key
             });
         if due < watch.due {
             watch.due = due;
@@ -697,9 +700,9 @@ impl Scheduler {
                 .get_mut(&engine)
                 .expect("watched engine exists");
             let watch = queue.watches.get_mut(&program).expect("watch exists");
-            while let Some((key, (id, slot))) = watch.calls.peek() {
+            while let Some((key, (uid, slot))) = watch.calls.peek() {
                 let call = self.table.at(slot);
-                if call.id == id && call.starve_key == key {
+                if call.uid == uid && call.starve_key == key {
                     break;
                 }
                 watch.calls.pop();
@@ -739,6 +742,9 @@ impl Scheduler {
         let thread_prev = call
             .thread_prev
             .filter(|p| !finished && self.table.thread_of(*p) == key);
+        if !finished {
+            self.bypass_in_thread(&call);
+        }
         let program = self
             .table
             .programs
@@ -766,6 +772,12 @@ impl Scheduler {
             program.idle_deadline = now + self.config.program_ttl;
             self.idle
                 .push(Reverse((Time(program.idle_deadline), call.program)));
+            if self.idle.len() > 2 * self.table.programs.len() + 64 {
+                let programs = &self.table.programs;
+                self.idle.retain(|Reverse((Time(due), id))| {
+                    programs.get(id).is_some_and(|p| p.idle_deadline == *due)
+                });
+            }
         }
         if finished {
             self.table.retain_finished(
@@ -779,6 +791,20 @@ impl Scheduler {
         }
         if self.beta.is_some() {
             self.rewatch(call.program);
+        }
+    }
+
+    /// An aborted call is forgotten: the live call that followed it in its thread now follows its
+    /// predecessor, so the thread keeps its lineage whatever order its calls are aborted in.
+    fn bypass_in_thread(&mut self, aborted: &Call) {
+        let table = &mut self.table;
+        let live = &table.programs[&aborted.program].live;
+        let next = live.iter().copied().find(|&s| {
+            let c = &table.slab[s as usize];
+            c.thread == aborted.thread && c.thread_prev == Some(aborted.id)
+        });
+        if let Some(next) = next {
+            table.at_mut(next).thread_prev = aborted.thread_prev;
         }
     }
 

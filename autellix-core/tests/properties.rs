@@ -393,6 +393,17 @@ impl Model {
             c.since = now;
         }
         let c = self.calls.remove(&id).unwrap();
+        if !finished {
+            // The aborted call's successor in its thread now follows its predecessor.
+            for next in self.calls.values_mut() {
+                if next.program == c.program
+                    && next.thread == c.thread
+                    && next.thread_prev == Some(id)
+                {
+                    next.thread_prev = c.thread_prev;
+                }
+            }
+        }
         let path_end = c.path_start + c.service_acc;
         let p = self.programs.get_mut(&c.program).unwrap();
         p.attained += c.service_acc;

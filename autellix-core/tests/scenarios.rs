@@ -1046,3 +1046,99 @@ fn invalid_configs_are_refused() {
         Err(CoreError::InvalidConfig(_))
     ));
 }
+
+// ----------------------------------------------------------------------------- review regressions
+
+fn spec_on(call: CallId, program: ProgramId, engine: u32) -> CallSpec<'static> {
+    CallSpec {
+        engine,
+        ..CallSpec::new(call, program)
+    }
+}
+
+/// An id aborted and resubmitted at the same time lands in the same slot with the same starvation
+/// key; the old watch entry must not be taken for the new call (on another engine or program).
+#[test]
+fn a_reused_id_never_inherits_a_stale_starvation_watch() {
+    for (program, engine) in [(1, 1), (2, 0)] {
+        let mut s = Scheduler::new(SchedulerConfig::default()).unwrap();
+        let cap = Capacity {
+            max_running: 10,
+            kv_tokens: u64::MAX,
+        };
+        for p in [1, 2] {
+            s.submit(&spec_on(p * 100, p, 0), 0.0).unwrap();
+        }
+        s.schedule(0, 0.0, cap).unwrap();
+        s.finish(100, 1.0).unwrap();
+        s.finish(200, 1.0).unwrap();
+        s.submit(&spec_on(3, 1, 0), 2.0).unwrap();
+        s.submit(&spec_on(5, 1, 0), 2.0).unwrap();
+        s.abort(5, 2.0).unwrap();
+        s.submit(&spec_on(5, program, engine), 2.0).unwrap();
+        s.submit(&spec_on(9, 1, 0), 3.0).unwrap();
+        let none = Capacity {
+            max_running: 0,
+            kv_tokens: 0,
+        };
+        // Each program has 1 s of service: its calls starve 8 s after they arrive.
+        let d = s.schedule(0, 11.0, none).unwrap();
+        let expected_promotions = if engine == 0 { 3 } else { 2 };
+        assert_eq!(
+            d.promoted, expected_promotions,
+            "every queued call on engine 0 starves"
+        );
+        let d = s.schedule(0, 11.0, cap).unwrap();
+        let mut running = d.running.clone();
+        running.sort_unstable();
+        let expected: &[CallId] = if engine == 0 { &[3, 5, 9] } else { &[3, 9] };
+        assert_eq!(running, expected);
+        s.end_program(1, 12.0).unwrap();
+        s.end_program(2, 12.0).unwrap();
+        assert_eq!(s.table().num_live_calls(), 0);
+    }
+}
+
+/// Near 2^54 s, `now + quantum == now`: demotion must still move the expiry forward.
+#[test]
+fn demotion_terminates_at_huge_times() {
+    let mut s = Scheduler::new(SchedulerConfig::default()).unwrap();
+    let cap = Capacity {
+        max_running: 10,
+        kv_tokens: u64::MAX,
+    };
+    let t = 1.7e18;
+    s.submit(&CallSpec::new(1, 1), t).unwrap();
+    s.schedule(0, t, cap).unwrap();
+    let d = s.schedule(0, t + 1000.0, cap).unwrap();
+    assert_eq!(d.running, vec![1]);
+    assert_eq!(s.call(1).unwrap().level, 6);
+}
+
+/// Aborting a thread's calls oldest first keeps the thread's finished history as the parent.
+#[test]
+fn aborts_in_any_order_keep_the_threads_lineage() {
+    for order in [[2, 3], [3, 2]] {
+        let config = SchedulerConfig {
+            starvation_beta: None,
+            ..SchedulerConfig::new(PolicyKind::Atlas)
+        };
+        let mut s = Scheduler::new(config).unwrap();
+        let cap = Capacity {
+            max_running: 10,
+            kv_tokens: u64::MAX,
+        };
+        s.submit(&CallSpec::new(1, 7), 0.0).unwrap();
+        s.schedule(0, 0.0, cap).unwrap();
+        s.finish(1, 5.0).unwrap();
+        s.submit(&CallSpec::new(2, 7), 5.0).unwrap();
+        s.submit(&CallSpec::new(3, 7), 5.0).unwrap();
+        for id in order {
+            s.abort(id, 5.0).unwrap();
+        }
+        assert_eq!(s.program(7).unwrap().thread_count(), 1, "order {order:?}");
+        s.submit(&CallSpec::new(4, 7), 6.0).unwrap();
+        assert_eq!(s.call(4).unwrap().path_start, 5.0, "order {order:?}");
+        assert_eq!(s.call(4).unwrap().thread_prev, Some(1));
+    }
+}

@@ -290,7 +290,8 @@ pub struct Decision {
     pub admitted: Vec<u64>,
     /// Calls that were running and are now preempted.
     pub preempted: Vec<u64>,
-    /// Queued calls whose KV footprint alone exceeds the engine's budget (skipped, still queued).
+    /// Calls whose KV footprint alone exceeds the engine's budget: skipped (still queued, or
+    /// preempted if it was running and grew past the budget). Abort them.
     pub too_large: Vec<u64>,
     pub demoted: u32,
     pub promoted: u32,
