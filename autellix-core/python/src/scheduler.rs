@@ -63,7 +63,7 @@ impl Scheduler {
 
     /// Reads the core under the lock.
     fn read<R>(&self, py: Python<'_>, f: impl FnOnce(&core::Scheduler) -> R) -> PyResult<R> {
-        Ok(f(&*self.lock(py)?))
+        guard(|| Ok(f(&*self.lock(py)?)))
     }
 }
 
