@@ -140,6 +140,12 @@ impl Call {
             }
     }
 
+    /// Ends the current waiting interval at `now` (the call is leaving or re-entering its queue).
+    pub(crate) fn close_wait(&mut self, now: f64) {
+        self.wait_acc += now - self.since;
+        self.since = now;
+    }
+
     /// KV-cache tokens it occupies (or needs back) on its engine.
     pub fn kv_tokens(&self) -> u64 {
         self.prompt_tokens.saturating_add(self.generated_tokens)

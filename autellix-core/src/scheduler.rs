@@ -176,9 +176,7 @@ impl Scheduler {
     }
 
     fn engine_mut(&mut self, engine: EngineId) -> &mut EngineQueue {
-        self.engines
-            .get_mut(&engine)
-            .expect("invariant: the engine of a live call exists")
+        engine_of(&mut self.engines, engine)
     }
 
     // ----------------------------------------------------------------------------- submission
@@ -403,10 +401,7 @@ impl Scheduler {
         if call.expiry > now {
             return 0;
         }
-        let engine = self
-            .engines
-            .get_mut(&call.engine)
-            .expect("invariant: the engine of a live call exists");
+        let engine = engine_of(&mut self.engines, call.engine);
         engine.remove(call);
         let level = call.level;
         while call.expiry <= now && call.level < bottom {
@@ -452,7 +447,7 @@ impl Scheduler {
                 continue; // stale
             }
             let offset = self.starvation_offset(program);
-            let queue = self.engines.get_mut(&engine).expect("engine exists");
+            let queue = engine_of(&mut self.engines, engine);
             let watch = queue.watches.get_mut(&program).expect("checked above");
             while let Some((key, (uid, slot))) = watch.calls.peek() {
                 let call = &mut self.table.slab[slot as usize];
@@ -488,13 +483,9 @@ impl Scheduler {
     fn promote(&mut self, slot: Slot, now: f64) {
         let seq = self.take_seq();
         let call = &mut self.table.slab[slot as usize];
-        let engine = self
-            .engines
-            .get_mut(&call.engine)
-            .expect("invariant: the engine of a live call exists");
+        let engine = engine_of(&mut self.engines, call.engine);
         engine.remove(call);
-        call.wait_acc += now - call.since;
-        call.since = now;
+        call.close_wait(now);
         call.wait_reset = call.wait_acc;
         call.service_reset = call.service_acc;
         call.level = 0;
@@ -553,7 +544,7 @@ impl Scheduler {
 
     fn compact(&mut self, engine: EngineId) {
         let table = &self.table;
-        let queue = self.engines.get_mut(&engine).expect("engine exists");
+        let queue = engine_of(&mut self.engines, engine);
         queue
             .expiries
             .compact(queue.running.len(), |t, (uid, slot)| {
@@ -573,13 +564,9 @@ impl Scheduler {
         self.dequeue(slot);
         let multilevel = self.policy.multilevel();
         let call = &mut self.table.slab[slot as usize];
-        let engine = self
-            .engines
-            .get_mut(&call.engine)
-            .expect("invariant: the engine of a live call exists");
+        let engine = engine_of(&mut self.engines, call.engine);
         engine.remove(call);
-        call.wait_acc += now - call.since;
-        call.since = now;
+        call.close_wait(now);
         call.state = CallState::Running;
         call.running_pos = engine.running.len() as u32;
         engine.running.push(slot);
@@ -594,10 +581,7 @@ impl Scheduler {
     fn stop_running(&mut self, slot: Slot, now: f64, to: CallState) {
         self.settle_quantum(slot, now);
         let call = &mut self.table.slab[slot as usize];
-        let engine = self
-            .engines
-            .get_mut(&call.engine)
-            .expect("invariant: the engine of a live call exists");
+        let engine = engine_of(&mut self.engines, call.engine);
         engine.remove(call);
         if let Some(moved) = swap_remove_tracked(&mut engine.running, call.running_pos) {
             let pos = call.running_pos;
@@ -620,10 +604,7 @@ impl Scheduler {
     /// its program's starvation watch.
     fn enqueue(&mut self, slot: Slot) {
         let call = self.table.at(slot);
-        self.engines
-            .get_mut(&call.engine)
-            .expect("invariant: the engine of a live call exists")
-            .insert(slot, call);
+        engine_of(&mut self.engines, call.engine).insert(slot, call);
         if self.beta.is_some() && self.table.at(slot).level > 0 {
             self.watch(slot);
         }
@@ -658,10 +639,7 @@ impl Scheduler {
         call.starve_key = key;
         let (uid, engine, program) = (call.uid, call.engine, call.program);
         let due = key + self.starvation_offset(program);
-        let queue = self
-            .engines
-            .get_mut(&engine)
-            .expect("invariant: the engine of a live call exists");
+        let queue = engine_of(&mut self.engines, engine);
         let watch = queue.watches.entry(program).or_insert_with(|| {
             self.table.program_mut(program).watched.push(engine);
             Watch {
@@ -695,10 +673,7 @@ impl Scheduler {
         let offset = self.starvation_offset(program);
         for i in 0..self.table.programs[&program].watched.len() {
             let engine = self.table.programs[&program].watched[i];
-            let queue = self
-                .engines
-                .get_mut(&engine)
-                .expect("watched engine exists");
+            let queue = engine_of(&mut self.engines, engine);
             let watch = queue.watches.get_mut(&program).expect("watch exists");
             while let Some((key, (uid, slot))) = watch.calls.peek() {
                 let call = self.table.at(slot);
@@ -725,12 +700,8 @@ impl Scheduler {
         } else {
             self.dequeue(slot);
             let call = &mut self.table.slab[slot as usize];
-            call.wait_acc += now - call.since;
-            call.since = now;
-            self.engines
-                .get_mut(&call.engine)
-                .expect("invariant: the engine of a live call exists")
-                .remove(call);
+            call.close_wait(now);
+            engine_of(&mut self.engines, call.engine).remove(call);
         }
         self.table.remove(slot)
     }
@@ -891,4 +862,11 @@ impl Scheduler {
 /// The (program, thread) a call belongs to.
 fn key_of(call: &Call) -> (ProgramId, ThreadId) {
     (call.program, call.thread)
+}
+
+/// The queue of a live call's engine (a function, not a method, so the call can stay borrowed).
+fn engine_of(engines: &mut FxHashMap<EngineId, EngineQueue>, engine: EngineId) -> &mut EngineQueue {
+    engines
+        .get_mut(&engine)
+        .expect("invariant: the engine of a live call exists")
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from autellix._core import Scheduler, SchedulerConfig
+from autellix._core import ProgramInfo, Scheduler, SchedulerConfig
 
 #: Decode steps of each call, per program.
 PROGRAMS: Mapping[str, Sequence[int]] = {"A": (4, 3, 1, 1), "B": (3, 3, 4), "C": (1, 2), "D": (4,)}
@@ -29,6 +29,8 @@ class Outcome:
     makespan: float
     #: Completion time of each program.
     completion: dict[str, float]
+    #: Each program's process-table entry at the end.
+    programs: dict[str, ProgramInfo]
 
 
 def run(policy: str, quantum: float | None = None) -> Outcome:
@@ -76,5 +78,6 @@ def run(policy: str, quantum: float | None = None) -> Outcome:
                 completion[name] = t
         running = sched.step(0, t, MAX_BATCH, 1 << 40).running
         if not running:
-            return Outcome(policy, waiting, t, completion)
+            programs = {name: sched.program(p) for p, name in enumerate(names)}
+            return Outcome(policy, waiting, t, completion, programs)
         t += 1.0

@@ -19,6 +19,7 @@ from autellix import (
     SchedulerConfig,
     UnknownCallError,
     UnknownProgramError,
+    demo,
 )
 
 BIG_KV = 1 << 40
@@ -835,65 +836,21 @@ def test_reads_do_not_advance_time() -> None:
 
 # ----------------------------------------------------------------------------- the paper's example
 
-WORKED_EXAMPLE: list[list[int]] = [[4, 3, 1, 1], [3, 3, 4], [1, 2], [4]]  # decode steps per call
-
-
-def worked_example_waiting(policy: str, quantum: float) -> tuple[float, float]:
-    """Section 11 of the paper, as autellix-core/tests/worked_example.rs runs it: max batch 2, all
-    programs at t=0, each call arriving when the previous one of its program finishes, one queue per
-    decode step of attained service (boundaries 1..32), no anti-starvation, time in decode steps.
-    Returns the total waiting time summed over calls and over the programs' entries."""
-    cfg = SchedulerConfig(
-        policy, boundaries=[float(i) for i in range(1, 33)], quanta=[quantum] * 33, starvation_beta=None
-    )
-    s = Scheduler(cfg)
-
-    def call_id(p: int, i: int) -> int:
-        return p * 100 + i
-
-    nxt = [0] * len(WORKED_EXAMPLE)
-    remaining: dict[int, int] = {}
-    for p, calls in enumerate(WORKED_EXAMPLE):
-        s.submit(call_id(p, 0), p, 0.0)
-        remaining[call_id(p, 0)] = calls[0]
-    waiting = 0.0
-    t = 0.0
-    running: list[int] = []
-    for _ in range(100):
-        finished = []
-        for cid in running:
-            remaining[cid] -= 1
-            if remaining[cid] == 0:
-                finished.append(cid)
-        for cid in finished:
-            info = s.call(cid)
-            waiting += info.waiting_time
-            p = info.program
-            s.finish(cid, t)
-            nxt[p] += 1
-            if nxt[p] < len(WORKED_EXAMPLE[p]):
-                new = call_id(p, nxt[p])
-                s.submit(new, p, t)
-                remaining[new] = WORKED_EXAMPLE[p][nxt[p]]
-        running = s.step(0, t, 2, BIG_KV).running
-        if not running:
-            break
-        t += 1.0
-    else:
-        raise AssertionError("the worked example did not terminate")
-    assert len(s) == 0
-    assert [s.program(p).finished_calls for p in range(4)] == [len(c) for c in WORKED_EXAMPLE]
-    # Every decode step is served exactly once.
-    assert sum(s.program(p).attained_service for p in range(4)) == sum(map(sum, WORKED_EXAMPLE))
-    return waiting, sum(s.program(p).waiting_time for p in range(4))
-
 
 @pytest.mark.parametrize(
     ("policy", "quantum", "total"),
     [("fcfs", 1.0, 18.0), ("plas", 1.0, 12.0), ("mlfq", 4.0, 18.0), ("mlfq", 1.0, 11.0)],
 )
 def test_paper_worked_example(policy: str, quantum: float, total: float) -> None:
-    assert worked_example_waiting(policy, quantum) == (total, total)
+    """Section 11 of the paper through the Python API (autellix.demo runs it)."""
+    out = demo.run(policy, quantum)
+    assert out.total_waiting == total
+    programs = out.programs.values()
+    assert sum(p.waiting_time for p in programs) == total
+    assert all(p.active_calls == 0 for p in programs)
+    assert [p.finished_calls for p in programs] == [len(c) for c in demo.PROGRAMS.values()]
+    # Every decode step is served exactly once.
+    assert sum(p.attained_service for p in programs) == sum(map(sum, demo.PROGRAMS.values()))
 
 
 def test_errors_derive_from_autellix_error_smoke() -> None:
