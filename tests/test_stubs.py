@@ -1,4 +1,5 @@
-"""The hand-written ``_core.pyi`` must match the compiled extension (mypy stubtest)."""
+"""The hand-written ``_core.pyi`` must match the compiled extension (mypy stubtest), and the
+package must stay ``mypy --strict`` clean."""
 
 from __future__ import annotations
 
@@ -10,16 +11,10 @@ ROOT = Path(__file__).resolve().parent.parent
 ALLOWLIST = ROOT / ".mypy-stubtest-allowlist"
 
 
-def test_stubtest_core() -> None:
+def _assert_module_succeeds(*args: str) -> None:
+    """Runs ``python -m <args>`` from the repository root and asserts it exits 0."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy.stubtest",
-            "autellix._core",
-            "--allowlist",
-            str(ALLOWLIST),
-        ],
+        [sys.executable, "-m", *args],
         capture_output=True,
         text=True,
         timeout=280,
@@ -28,19 +23,13 @@ def test_stubtest_core() -> None:
     )
     output = proc.stdout + proc.stderr
     print(output)
-    assert proc.returncode == 0, f"stubtest failed:\n{output}"
+    assert proc.returncode == 0, f"{args[0]} failed:\n{output}"
+
+
+def test_stubtest_core() -> None:
+    _assert_module_succeeds("mypy.stubtest", "autellix._core", "--allowlist", str(ALLOWLIST))
 
 
 def test_mypy_strict_package() -> None:
     """``mypy --strict`` over python/autellix (config in pyproject.toml) must stay clean."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml")],
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-        cwd=ROOT,
-    )
-    output = proc.stdout + proc.stderr
-    print(output)
-    assert proc.returncode == 0, f"mypy failed:\n{output}"
+    _assert_module_succeeds("mypy", "--config-file", str(ROOT / "pyproject.toml"))

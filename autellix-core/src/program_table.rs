@@ -140,10 +140,25 @@ impl Call {
             }
     }
 
-    /// Ends the current waiting interval at `now` (the call is leaving or re-entering its queue).
-    pub(crate) fn close_wait(&mut self, now: f64) {
-        self.wait_acc += now - self.since;
+    /// Ends the current waiting or running interval at `now`, adding it to the matching total.
+    pub(crate) fn close_interval(&mut self, now: f64) {
+        self.wait_acc = self.waiting_time(now);
+        self.service_acc = self.service(now);
         self.since = now;
+    }
+
+    pub(crate) fn add_tokens(&mut self, tokens: u64) {
+        self.generated_tokens = self.generated_tokens.saturating_add(tokens);
+    }
+
+    /// Whether a heap entry (incarnation, quantum expiry) is this call's current one.
+    pub(crate) fn expires_as(&self, uid: u64, expiry: f64) -> bool {
+        self.uid == uid && self.expiry == expiry
+    }
+
+    /// Whether a heap entry (incarnation, starvation key) is this call's current one.
+    pub(crate) fn watched_as(&self, uid: u64, key: f64) -> bool {
+        self.uid == uid && self.starve_key == key
     }
 
     /// KV-cache tokens it occupies (or needs back) on its engine.

@@ -6,9 +6,6 @@
 //! top queue; batch formation walks the queues in order, FCFS inside a queue, and stops at the
 //! first call that does not fit. Running calls that fall outside the batch are preempted.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::config::SchedulerConfig;
@@ -16,8 +13,8 @@ use crate::dag;
 use crate::error::{CoreError, Result};
 use crate::policy::Policy;
 use crate::program_table::{Call, FinishedCall, Program, ProgramTable, Slot, swap_remove_tracked};
-use crate::queue::{EngineQueue, Watch};
-use crate::types::{CallId, CallState, Capacity, EngineId, ProgramId, ThreadId, Time};
+use crate::queue::{DueHeap, EngineQueue, Watch};
+use crate::types::{CallId, CallState, Capacity, EngineId, ProgramId, ThreadId};
 
 const FINISH: &str = "finish (only a running call can finish)";
 
@@ -88,8 +85,8 @@ pub struct Scheduler {
     beta: Option<f64>,
     table: ProgramTable,
     engines: FxHashMap<EngineId, EngineQueue>,
-    /// (idle deadline, program) of programs without live calls.
-    idle: BinaryHeap<Reverse<(Time, ProgramId)>>,
+    /// When each program without live calls may be garbage-collected.
+    idle: DueHeap<ProgramId>,
     now: f64,
     next_seq: u64,
     steps: u64,
@@ -105,7 +102,7 @@ impl Scheduler {
             config,
             table: ProgramTable::default(),
             engines: FxHashMap::default(),
-            idle: BinaryHeap::new(),
+            idle: DueHeap::default(),
             now: 0.0,
             next_seq: 0,
             steps: 0,
@@ -325,14 +322,12 @@ impl Scheduler {
         if decoded > 0 {
             if let Some(queue) = self.engines.get(&engine) {
                 for &slot in &queue.running {
-                    let call = &mut self.table.slab[slot as usize];
-                    call.generated_tokens = call.generated_tokens.saturating_add(decoded);
+                    self.table.slab[slot as usize].add_tokens(decoded);
                 }
             }
         }
         for (slot, tokens) in progress {
-            let call = self.table.at_mut(slot);
-            call.generated_tokens = call.generated_tokens.saturating_add(tokens);
+            self.table.at_mut(slot).add_tokens(tokens);
         }
         for slot in finished {
             self.retire(slot, now, true);
@@ -385,8 +380,7 @@ impl Scheduler {
         let mut demoted = 0;
         while let Some((due, (uid, slot))) = self.engine_mut(engine).expiries.peek_due(now) {
             self.engine_mut(engine).expiries.pop();
-            let call = self.table.at(slot);
-            if call.uid == uid && call.state == CallState::Running && call.expiry == due {
+            if self.table.at(slot).expires_as(uid, due) {
                 demoted += self.settle_quantum(slot, now);
             }
         }
@@ -396,11 +390,12 @@ impl Scheduler {
     /// Demotes a running call one queue per quantum it has used up by `now` (in the bottom queue
     /// the quantum just renews); returns the number of queues it went down.
     fn settle_quantum(&mut self, slot: Slot, now: f64) -> u32 {
-        let bottom = (self.config.levels() - 1) as u8;
-        let call = &mut self.table.slab[slot as usize];
-        if call.expiry > now {
+        if self.table.at(slot).expiry > now {
             return 0;
         }
+        let bottom = (self.config.levels() - 1) as u8;
+        let seq = self.take_seq();
+        let call = &mut self.table.slab[slot as usize];
         let engine = engine_of(&mut self.engines, call.engine);
         engine.remove(call);
         let level = call.level;
@@ -419,8 +414,7 @@ impl Scheduler {
                 call.expiry = (now + quantum).max(now.next_up());
             }
         }
-        self.next_seq += 1;
-        call.seq = self.next_seq;
+        call.seq = seq;
         engine.insert(slot, call);
         engine.expiries.push(call.expiry, (call.uid, slot));
         u32::from(call.level - level)
@@ -449,24 +443,18 @@ impl Scheduler {
             let offset = self.starvation_offset(program);
             let queue = engine_of(&mut self.engines, engine);
             let watch = queue.watches.get_mut(&program).expect("checked above");
-            while let Some((key, (uid, slot))) = watch.calls.peek() {
-                let call = &mut self.table.slab[slot as usize];
-                if call.uid != uid || call.starve_key != key {
-                    watch.calls.pop(); // stale
-                    continue;
-                }
+            while let Some((key, slot)) = first_watched(watch, &self.table) {
                 if key + offset > now {
                     break;
                 }
                 watch.calls.pop();
+                let call = self.table.at_mut(slot);
                 call.starve_key = f64::INFINITY;
                 watch.count -= 1;
                 due_calls.push((key + offset, call.id, slot));
             }
-            watch.due = watch
-                .calls
-                .peek()
-                .map_or(f64::INFINITY, |(key, _)| key + offset);
+            watch.due =
+                first_watched(watch, &self.table).map_or(f64::INFINITY, |(key, _)| key + offset);
             queue.starving.push(watch.due, program);
             if watch.count == 0 {
                 self.drop_watch(engine, program);
@@ -485,7 +473,7 @@ impl Scheduler {
         let call = &mut self.table.slab[slot as usize];
         let engine = engine_of(&mut self.engines, call.engine);
         engine.remove(call);
-        call.close_wait(now);
+        call.close_interval(now);
         call.wait_reset = call.wait_acc;
         call.service_reset = call.service_acc;
         call.level = 0;
@@ -548,8 +536,7 @@ impl Scheduler {
         queue
             .expiries
             .compact(queue.running.len(), |t, (uid, slot)| {
-                let c = table.at(slot);
-                c.uid == uid && c.expiry == t
+                table.at(slot).expires_as(uid, t)
             });
         let watches = &queue.watches;
         queue.starving.compact(watches.len(), |due, program| {
@@ -566,7 +553,7 @@ impl Scheduler {
         let call = &mut self.table.slab[slot as usize];
         let engine = engine_of(&mut self.engines, call.engine);
         engine.remove(call);
-        call.close_wait(now);
+        call.close_interval(now);
         call.state = CallState::Running;
         call.running_pos = engine.running.len() as u32;
         engine.running.push(slot);
@@ -588,8 +575,7 @@ impl Scheduler {
             self.table.at_mut(moved).running_pos = pos;
         }
         let call = &mut self.table.slab[slot as usize];
-        call.service_acc += now - call.since;
-        call.since = now;
+        call.close_interval(now);
         if call.expiry.is_finite() {
             call.quantum_left = call.expiry - now;
             call.expiry = f64::INFINITY;
@@ -653,8 +639,7 @@ impl Scheduler {
         watch
             .calls
             .compact(watch.count as usize, |key, (uid, slot)| {
-                let c = table.at(slot);
-                c.uid == uid && c.starve_key == key
+                table.at(slot).watched_as(uid, key)
             });
         if due < watch.due {
             watch.due = due;
@@ -675,17 +660,8 @@ impl Scheduler {
             let engine = self.table.programs[&program].watched[i];
             let queue = engine_of(&mut self.engines, engine);
             let watch = queue.watches.get_mut(&program).expect("watch exists");
-            while let Some((key, (uid, slot))) = watch.calls.peek() {
-                let call = self.table.at(slot);
-                if call.uid == uid && call.starve_key == key {
-                    break;
-                }
-                watch.calls.pop();
-            }
-            let due = watch
-                .calls
-                .peek()
-                .map_or(f64::INFINITY, |(key, _)| key + offset);
+            let due =
+                first_watched(watch, &self.table).map_or(f64::INFINITY, |(key, _)| key + offset);
             if due != watch.due {
                 watch.due = due;
                 queue.starving.push(due, program);
@@ -700,7 +676,7 @@ impl Scheduler {
         } else {
             self.dequeue(slot);
             let call = &mut self.table.slab[slot as usize];
-            call.close_wait(now);
+            call.close_interval(now);
             engine_of(&mut self.engines, call.engine).remove(call);
         }
         self.table.remove(slot)
@@ -741,14 +717,11 @@ impl Scheduler {
         }
         if program.active_calls == 0 {
             program.idle_deadline = now + self.config.program_ttl;
-            self.idle
-                .push(Reverse((Time(program.idle_deadline), call.program)));
-            if self.idle.len() > 2 * self.table.programs.len() + 64 {
-                let programs = &self.table.programs;
-                self.idle.retain(|Reverse((Time(due), id))| {
-                    programs.get(id).is_some_and(|p| p.idle_deadline == *due)
-                });
-            }
+            self.idle.push(program.idle_deadline, call.program);
+            let programs = &self.table.programs;
+            self.idle.compact(programs.len(), |due, id| {
+                programs.get(&id).is_some_and(|p| p.idle_deadline == due)
+            });
         }
         if finished {
             self.table.retain_finished(
@@ -811,8 +784,7 @@ impl Scheduler {
     /// Records tokens generated by a live call (its KV footprint grows).
     pub fn add_tokens(&mut self, id: CallId, tokens: u64) -> Result<()> {
         let slot = self.table.slot(id)?;
-        let call = self.table.at_mut(slot);
-        call.generated_tokens = call.generated_tokens.saturating_add(tokens);
+        self.table.at_mut(slot).add_tokens(tokens);
         Ok(())
     }
 
@@ -840,10 +812,7 @@ impl Scheduler {
 
     fn collect_garbage_at(&mut self, now: f64) -> Vec<ProgramId> {
         let mut expired = Vec::new();
-        while let Some(Reverse((Time(due), id))) = self.idle.peek().copied() {
-            if due > now {
-                break;
-            }
+        while let Some((due, id)) = self.idle.peek_due(now) {
             self.idle.pop();
             let idle = self
                 .table
@@ -869,4 +838,15 @@ fn engine_of(engines: &mut FxHashMap<EngineId, EngineQueue>, engine: EngineId) -
     engines
         .get_mut(&engine)
         .expect("invariant: the engine of a live call exists")
+}
+
+/// The earliest current entry of a watch (stale ones on top are dropped): (key, slot).
+fn first_watched(watch: &mut Watch, table: &ProgramTable) -> Option<(f64, Slot)> {
+    while let Some((key, (uid, slot))) = watch.calls.peek() {
+        if table.at(slot).watched_as(uid, key) {
+            return Some((key, slot));
+        }
+        watch.calls.pop();
+    }
+    None
 }
