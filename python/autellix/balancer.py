@@ -1,0 +1,83 @@
+"""Load balancers that pick an engine for each LLM call (paper §7, Algorithm 2).
+
+All three see the same input: the call's program, its prompt length, and each engine's load
+(the number of its calls in the system, queued or running, the paper's "least used").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from autellix.exceptions import ConfigError
+
+#: Calls with at most this many prompt tokens go to the least-loaded engine: short prompts
+#: are mostly shared system prompt, cached on every engine (paper §7).
+PROGRAM_AWARE_THRESHOLD = 2048
+
+
+class Balancer(Protocol):
+    def choose(self, program: int, prompt_tokens: int, loads: Sequence[int]) -> int:
+        """The engine index (into ``loads``) for the call."""
+        ...
+
+    def forget(self, program: int) -> None:
+        """The program ended: drop any state kept for it."""
+        ...
+
+
+def _least_loaded(loads: Sequence[int]) -> int:
+    return min(range(len(loads)), key=loads.__getitem__)  # ties -> lowest index
+
+
+class RoundRobin:
+    def __init__(self) -> None:
+        self._next = 0
+
+    def choose(self, program: int, prompt_tokens: int, loads: Sequence[int]) -> int:
+        engine = self._next % len(loads)
+        self._next = engine + 1
+        return engine
+
+    def forget(self, program: int) -> None:
+        pass
+
+
+class LeastLoaded:
+    def choose(self, program: int, prompt_tokens: int, loads: Sequence[int]) -> int:
+        return _least_loaded(loads)
+
+    def forget(self, program: int) -> None:
+        pass
+
+
+class ProgramAware:
+    """Short calls to the least-loaded engine; long ones to their program's engine, pinning the
+    program to the least-loaded engine on its first long call (its KV prefix stays there)."""
+
+    def __init__(self, threshold: int = PROGRAM_AWARE_THRESHOLD) -> None:
+        self.threshold = threshold
+        self._pinned: dict[int, int] = {}
+
+    def choose(self, program: int, prompt_tokens: int, loads: Sequence[int]) -> int:
+        if prompt_tokens <= self.threshold:
+            return _least_loaded(loads)
+        engine = self._pinned.get(program)
+        if engine is None or engine >= len(loads):
+            engine = self._pinned[program] = _least_loaded(loads)
+        return engine
+
+    def forget(self, program: int) -> None:
+        self._pinned.pop(program, None)
+
+
+def make_balancer(name: str) -> Balancer:
+    """``round-robin``, ``least-loaded`` or ``program-aware``."""
+    kinds: dict[str, type[RoundRobin] | type[LeastLoaded] | type[ProgramAware]] = {
+        "round-robin": RoundRobin,
+        "least-loaded": LeastLoaded,
+        "program-aware": ProgramAware,
+    }
+    if name not in kinds:
+        raise ConfigError(f"unknown balancer {name!r}; choose one of {', '.join(kinds)}")
+    return kinds[name]()

@@ -1,0 +1,227 @@
+"""The discrete-event cluster simulator: programs issue calls, a balancer places them, engines
+run them, and the real scheduling core (``autellix._core.Scheduler``, the same object the
+serving path drives) decides every batch.
+
+Events, in time order (ties: finishes, then arrivals and issued calls, then engine rounds, so
+a round sees everything that happened at its instant):
+
+- a program arrives and issues its root calls (after their tool waits);
+- a call is issued: the balancer picks an engine, the core queues it, an idle engine wakes;
+- a call finishes: the core is told, the program's ready children are issued after their
+  tool waits, a finished program is ended in the core;
+- an engine round: one scheduler call and up to ``steps_per_schedule`` iterations.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable, Sequence
+
+from autellix._core import Scheduler
+from autellix.balancer import make_balancer
+from autellix.sim import cost_model
+from autellix.sim.config import WORKLOADS, SimConfig
+from autellix.sim.engine import CallRun, Engine, EngineStats
+from autellix.sim.metrics import Distribution, ProgramOutcome, SimResult
+from autellix.sim.spec import ProgramSpec
+
+_FINISH, _ISSUE, _ARRIVE, _ROUND = 0, 1, 2, 3
+
+
+def load_programs(config: SimConfig) -> list[ProgramSpec]:
+    """The programs a config names: generated from a workload, or read from a trace."""
+    from autellix.sim import trace, workload
+
+    if config.workload in WORKLOADS:
+        return workload.generate(config.workload, config.programs, config.rate, config.seed)
+    programs = trace.load_trace(config.workload)[: config.programs]
+    if config.rate > 0:
+        programs = trace.with_poisson_arrivals(programs, config.rate, config.seed)
+    return programs
+
+
+class _Program:
+    __slots__ = ("base", "calls_left", "children", "finish", "spec", "waiting_on")
+
+    def __init__(self, spec: ProgramSpec, base: int) -> None:
+        self.spec = spec
+        self.base = base  # global id of call 0
+        self.calls_left = len(spec.calls)
+        self.waiting_on = [len(c.parents) for c in spec.calls]
+        self.children: list[list[int]] = [[] for _ in spec.calls]
+        for call in spec.calls:
+            for parent in call.parents:
+                self.children[parent].append(call.index)
+        self.finish = -1.0
+
+
+class Cluster:
+    """The simulated cluster; :func:`simulate` builds one, runs it and summarises it."""
+
+    def __init__(
+        self,
+        config: SimConfig,
+        programs: Sequence[ProgramSpec],
+        preset: cost_model.EnginePreset | None = None,
+    ) -> None:
+        self.config = config
+        if preset is None:
+            preset = cost_model.preset(config.preset)
+        self.core = Scheduler(config.scheduler_config())
+        self.engines = [
+            Engine(
+                i,
+                preset,
+                self.core,
+                max_batch=config.max_batch,
+                steps_per_schedule=config.steps_per_schedule,
+                swap=config.swap,
+                prefix_caching=config.prefix_caching,
+            )
+            for i in range(config.engines)
+        ]
+        self.balancer = make_balancer(config.balancer)
+        self.programs: list[_Program] = []
+        base = 0
+        for spec in programs:
+            self.programs.append(_Program(spec, base))
+            base += len(spec.calls)
+        self.events: list[tuple[float, int, int, object]] = []
+        self._seq = 0
+        self.now = 0.0
+        self.ttft: list[float] = []
+        self.calls_done = 0
+        for program in self.programs:
+            self._push(program.spec.arrival, _ARRIVE, program)
+
+    def _push(self, at: float, kind: int, payload: object) -> None:
+        self._seq += 1
+        heapq.heappush(self.events, (at, kind, self._seq, payload))
+
+    def run(self, horizon: float, on_event: Callable[[float], None] | None) -> None:
+        events = self.events
+        while events and events[0][0] <= horizon:
+            at, kind, _, payload = heapq.heappop(events)
+            self.now = at
+            if kind == _FINISH:
+                self._finished(payload)  # type: ignore[arg-type]
+            elif kind == _ISSUE:
+                self._issue(*payload)  # type: ignore[misc]
+            elif kind == _ARRIVE:
+                self._arrive(payload)  # type: ignore[arg-type]
+            else:
+                self._round(payload)  # type: ignore[arg-type]
+            if on_event is not None:
+                on_event(at)
+
+    def _arrive(self, program: _Program) -> None:
+        for call in program.spec.calls:
+            if not call.parents:
+                self._push(self.now + call.tool_wait, _ISSUE, (program, call.index))
+
+    def _issue(self, program: _Program, index: int) -> None:
+        spec = program.spec.calls[index]
+        gid = program.base + index
+        engines = self.engines
+        engine = engines[self.balancer.choose(program.spec.id, spec.prompt_tokens, [e.load for e in engines])]
+        self.core.submit(
+            gid,
+            program.spec.id,
+            self.now,
+            thread=spec.thread,
+            engine=engine.index,
+            parents=[program.base + p for p in spec.parents],
+            prompt_tokens=spec.prompt_tokens,
+        )
+        engine.add(CallRun(gid, program.spec.id, spec, self.now, owner=program))
+        engine.load += 1
+        if not engine.busy:
+            engine.busy = True
+            self._push(self.now, _ROUND, engine)
+
+    def _round(self, engine: Engine) -> None:
+        result = engine.run_round(self.now)
+        for at, call in result.finished:
+            self._push(at, _FINISH, (engine, call))
+        if not result.idle:
+            self._push(result.end, _ROUND, engine)
+
+    def _finished(self, payload: tuple[Engine, CallRun]) -> None:
+        engine, call = payload
+        now = self.now
+        self.core.finish(call.id, now)
+        engine.load -= 1
+        self.calls_done += 1
+        self.ttft.append(call.first_token - call.issued)
+        program: _Program = call.owner  # type: ignore[assignment]
+        spec = program.spec
+        for child in program.children[call.spec.index]:
+            program.waiting_on[child] -= 1
+            if program.waiting_on[child] == 0:
+                self._push(now + spec.calls[child].tool_wait, _ISSUE, (program, child))
+        program.calls_left -= 1
+        if program.calls_left == 0:
+            program.finish = now
+            self.core.end_program(spec.id, now)
+            self.balancer.forget(spec.id)
+
+
+def simulate(
+    config: SimConfig,
+    programs: Sequence[ProgramSpec] | None = None,
+    *,
+    on_event: Callable[[float], None] | None = None,
+    preset: cost_model.EnginePreset | None = None,
+) -> SimResult:
+    """Run one simulation. ``programs`` overrides the config's workload (``config.programs`` and
+    ``config.rate`` are then ignored), ``preset`` the config's named engine preset; ``on_event``
+    is called with the simulated time after every event (for progress display)."""
+    started = time.perf_counter()
+    if programs is None:
+        programs = load_programs(config)
+    cluster = Cluster(config, programs, preset)
+    span = max((p.arrival for p in programs), default=0.0)
+    horizon = config.horizon if config.horizon is not None else 4 * span + 600.0
+    cluster.run(horizon, on_event)
+    return _summarise(config, cluster, time.perf_counter() - started)
+
+
+def _summarise(config: SimConfig, cluster: Cluster, wall: float) -> SimResult:
+    outcomes = tuple(
+        ProgramOutcome(p.spec.id, p.spec.workload, p.spec.arrival, p.finish, p.spec.output_tokens)
+        for p in cluster.programs
+    )
+    done = [o for o in outcomes if o.finish >= 0]
+    latency = [o.latency for o in done]
+    response = [o.finish - o.arrival for o in done]
+    first = min((p.spec.arrival for p in cluster.programs), default=0.0)
+    makespan = max(cluster.now - first, 1e-9)
+    totals = EngineStats()
+    for engine in cluster.engines:
+        for field in totals.__dataclass_fields__:
+            setattr(totals, field, getattr(totals, field) + getattr(engine.stats, field))
+    tokens = sum(o.output_tokens for o in done)
+    return SimResult(
+        config=config,
+        completed=len(done) == len(cluster.programs),
+        programs=len(cluster.programs),
+        programs_done=len(done),
+        calls_done=cluster.calls_done,
+        latency=Distribution.of(latency),
+        response=Distribution.of(response),
+        ttft=Distribution.of(cluster.ttft),
+        throughput=len(done) / makespan,
+        token_throughput=tokens / makespan,
+        makespan=makespan,
+        preemptions=totals.preemptions,
+        swaps=totals.swaps,
+        swap_copies=totals.swap_copies,
+        swap_time=totals.swap_time,
+        recomputed_tokens=totals.recomputed_tokens,
+        cached_tokens=totals.cached_tokens,
+        iterations=totals.iterations,
+        scheduler_steps=totals.scheduler_steps,
+        wall_seconds=wall,
+        outcomes=outcomes,
+    )
