@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from autellix import __version__
 
@@ -28,6 +29,7 @@ else:
     _Subparsers: TypeAlias = argparse._SubParsersAction
 
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
+_T = TypeVar("_T")
 
 
 def _add_demo(subparsers: _Subparsers) -> None:
@@ -61,8 +63,298 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _names(kind: str, valid: Sequence[str], allow_paths: bool = False) -> Callable[[str], list[str]]:
+    """An argparse type: one name, or several separated by commas, each one of ``valid``."""
+
+    def parse(text: str) -> list[str]:
+        out: list[str] = []
+        for item in (part.strip() for part in text.split(",")):
+            if not item:
+                continue
+            if item not in valid and not (allow_paths and _is_file(item)):
+                extra = " or the path of a JSONL trace file" if allow_paths else ""
+                raise argparse.ArgumentTypeError(
+                    f"unknown {kind} {item!r}; choose from {', '.join(valid)}{extra}"
+                )
+            out.append(item)
+        if not out:
+            raise argparse.ArgumentTypeError(f"no {kind} given")
+        return out
+
+    parse.__name__ = kind  # argparse names the type in some messages
+    return parse
+
+
+def _is_file(text: str) -> bool:
+    from pathlib import Path
+
+    return Path(text).is_file()
+
+
+def _positive_float(kind: str) -> Callable[[str], list[float]]:
+    def parse(text: str) -> list[float]:
+        out: list[float] = []
+        for item in (part.strip() for part in text.split(",")):
+            if not item:
+                continue
+            try:
+                value = float(item)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{kind} must be a number, got {item!r}") from None
+            if not (value > 0 and value != float("inf")):
+                raise argparse.ArgumentTypeError(f"{kind} must be a finite number > 0, got {item!r}")
+            out.append(value)
+        if not out:
+            raise argparse.ArgumentTypeError(f"no {kind} given")
+        return out
+
+    parse.__name__ = kind
+    return parse
+
+
+def _int_at_least(minimum: int, kind: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{kind} must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = kind
+    return parse
+
+
+def _single_positive_float(kind: str) -> Callable[[str], float]:
+    many = _positive_float(kind)
+
+    def parse(text: str) -> float:
+        values = many(text)
+        if len(values) != 1:
+            raise argparse.ArgumentTypeError(f"{kind} takes one number, got {text!r}")
+        return values[0]
+
+    parse.__name__ = kind
+    return parse
+
+
+def _preset_name(text: str) -> str:
+    """A cost-model preset; checked against ``autellix.sim.cost_model.PRESETS`` when it exists."""
+    import importlib
+
+    try:
+        presets = importlib.import_module("autellix.sim.cost_model").PRESETS
+    except (ImportError, AttributeError):
+        return text
+    if text not in presets:
+        raise argparse.ArgumentTypeError(f"unknown preset {text!r}; choose from {', '.join(sorted(presets))}")
+    return text
+
+
+def _add_bench(subparsers: _Subparsers) -> None:
+    from autellix import bench
+    from autellix.sim.config import BALANCERS, SCHEDULERS, SWAP_MODES, WORKLOADS
+
+    quick, full = bench.QUICK, bench.FULL
+
+    def rates_text(sweep: bench.Sweep) -> str:
+        return "; ".join(f"{w} {', '.join(f'{r:g}' for r in rs)}" for w, rs in sweep.rates.items())
+
+    sizes = textwrap.fill(
+        f"sizes: the default is a quick sweep ({quick.programs} programs per run; rates "
+        f"{rates_text(quick)}); --full is the full one ({full.programs} programs; rates {rates_text(full)}).",
+        width=92,
+    )
+    p = subparsers.add_parser(
+        "bench",
+        help="sweep the cluster simulator: schedulers, load balancers, swap modes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"""\
+Simulate agent workloads at several arrival rates and compare autellix's policies with the
+baselines, in the shape of the paper's experiments (sections 7-10 of the paper).
+
+experiments (--experiment):
+  schedulers  one engine; workloads x schedulers (fcfs, mlfq, plas, atlas) x rates
+  balancers   --engines engines; workloads (default sharegpt, lats) x balancers x rates;
+              scheduler = autellix's for the workload (plas for sharegpt/bfcl, atlas for
+              lats/mixed); default rates are per engine, multiplied by --engines
+  swap        one engine, high rates (default sharegpt with plas and mlfq): per-block vs bulk
+              swapping vs recompute: swaps, swap copies, swap time, latency
+  all         the three above
+
+{sizes}
+
+latency = a program's response time / the tokens it generated (s/token).
+summary: per workload, baseline / autellix mean and P99 latency at the highest rate where FCFS
+still completed every program, and the largest such ratio over the rates where both
+completed. Throughput at a latency target = the highest rate whose mean latency meets the
+target, walking the rates upwards until one misses it (or does not complete), interpolated
+linearly between the last rate that met it and that miss (a '+' marks sweeps that never
+missed: a lower bound). The default target is {bench.LATENCY_TARGET_FACTOR:g}x the lowest mean latency
+seen for the workload at its lowest rate (per experiment).
+
+writes into --out: results.csv, results.json (one row per run: the experiment, the run's
+config, its metrics; sorted by experiment, workload, rate, scheduler, balancer, swap mode),
+summary.json, and PNG figures (unless --no-plots).""",
+    )
+    p.add_argument(
+        "--experiment",
+        choices=(*bench.EXPERIMENTS, "all"),
+        default="schedulers",
+        help="which experiment to run (default: schedulers)",
+    )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--full", action="store_true", help="the full sweep instead of the quick one")
+    size.add_argument("--quick", action="store_true", help="the quick sweep (the default)")
+    p.add_argument(
+        "--workloads",
+        nargs="+",
+        type=_names("workload", WORKLOADS, allow_paths=True),
+        metavar="W",
+        help=f"workloads ({', '.join(WORKLOADS)} or JSONL trace files; a trace needs --rates); "
+        "default: the experiment's",
+    )
+    p.add_argument(
+        "--schedulers",
+        nargs="+",
+        type=_names("scheduler", SCHEDULERS),
+        metavar="S",
+        help=f"schedulers ({', '.join(SCHEDULERS)}); default: all for schedulers, autellix's choice "
+        f"for balancers, {', '.join(bench.SWAP_SCHEDULERS)} for swap",
+    )
+    p.add_argument(
+        "--balancers",
+        nargs="+",
+        type=_names("balancer", BALANCERS),
+        metavar="B",
+        help=f"load balancers of the balancers experiment ({', '.join(BALANCERS)}; default: all)",
+    )
+    p.add_argument(
+        "--swap-modes",
+        nargs="+",
+        type=_names("swap mode", SWAP_MODES),
+        metavar="M",
+        help=f"swap modes of the swap experiment ({', '.join(SWAP_MODES)}; default: "
+        f"{', '.join(bench.SWAP_EXPERIMENT_MODES)}); the other experiments use bulk",
+    )
+    p.add_argument(
+        "--rates",
+        nargs="+",
+        type=_positive_float("rate"),
+        metavar="R",
+        help="arrival rates (programs/s) for every workload, used as given in every experiment "
+        "(not scaled by --engines); default: the sweep's per-workload rates",
+    )
+    p.add_argument(
+        "--programs",
+        type=_int_at_least(1, "programs"),
+        metavar="N",
+        help=f"programs per run (default: {quick.programs}, {full.programs} with --full)",
+    )
+    p.add_argument("--seed", type=_int_at_least(0, "seed"), default=0, help="workload seed (default: 0)")
+    p.add_argument(
+        "--preset",
+        type=_preset_name,
+        metavar="NAME",
+        help="hardware + model preset of every engine (default: the simulator's, llama3.1-8b-a100)",
+    )
+    p.add_argument(
+        "--engines",
+        type=_int_at_least(1, "engines"),
+        default=bench.DEFAULT_ENGINES,
+        metavar="N",
+        help=f"engines of the balancers experiment (default: {bench.DEFAULT_ENGINES}); the others use one",
+    )
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=_int_at_least(1, "jobs"),
+        metavar="N",
+        help="simulations run in parallel processes (default: the number of CPUs); 1 = in this process",
+    )
+    p.add_argument(
+        "--out",
+        default="autellix-bench",
+        metavar="DIR",
+        help="directory for results and figures (default: ./autellix-bench; created, files overwritten)",
+    )
+    p.add_argument("--no-plots", action="store_true", help="write no PNG figures")
+    p.add_argument(
+        "--latency-target",
+        type=_single_positive_float("latency target"),
+        metavar="SECONDS_PER_TOKEN",
+        help=f"latency target of throughput-at-target (default: {bench.LATENCY_TARGET_FACTOR:g}x the "
+        "lowest mean latency of the workload at its lowest rate)",
+    )
+    p.set_defaults(handler=_run_bench, bench_parser=p)
+
+
+def _flat(values: Sequence[Sequence[_T]] | None) -> tuple[_T, ...] | None:
+    """``nargs="+"`` of comma-separated lists -> one tuple, duplicates dropped, order kept."""
+    if values is None:
+        return None
+    return tuple(dict.fromkeys(v for group in values for v in group))
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from autellix import bench
+    from autellix.exceptions import AutellixError
+
+    parser: argparse.ArgumentParser = args.bench_parser
+    experiments = bench.EXPERIMENTS if args.experiment == "all" else (args.experiment,)
+    workloads = _flat(args.workloads)
+    rates = _flat(args.rates)
+    sweep = bench.FULL if args.full else bench.QUICK
+    if rates is None:
+        for experiment in experiments:
+            for workload in workloads or bench.DEFAULT_WORKLOADS[experiment]:
+                try:
+                    sweep.rates_for(experiment, workload)
+                except KeyError:
+                    parser.error(f"no default rates for workload {workload!r}; give --rates")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {str(out)!r} exists and is not a directory")
+    options = bench.BenchOptions(
+        experiments=experiments,
+        sweep=sweep,
+        workloads=workloads,
+        schedulers=_flat(args.schedulers),
+        balancers=_flat(args.balancers),
+        swap_modes=_flat(args.swap_modes),
+        rates=rates,
+        programs=args.programs,
+        seed=args.seed,
+        preset=args.preset,
+        engines=args.engines,
+        jobs=args.jobs if args.jobs is not None else bench.default_jobs(),
+        out=out,
+        plots=not args.no_plots,
+        latency_target=args.latency_target,
+    )
+    console = Console()
+    try:
+        bench.plan(options)
+    except AutellixError as exc:  # a SimConfig the options make is invalid
+        parser.error(str(exc))
+    try:
+        bench.run_bench(options, console)
+    except AutellixError as exc:
+        console.print(f"[red]autellix bench: {exc}[/red]")
+        return 1
+    except KeyboardInterrupt:
+        console.print("[red]autellix bench: interrupted[/red]")
+        return 130
+    return 0
+
+
 # Functions that register one subcommand each (see module docstring).
-_SUBCOMMANDS: list[Callable[[_Subparsers], None]] = [_add_demo]
+_SUBCOMMANDS: list[Callable[[_Subparsers], None]] = [_add_demo, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

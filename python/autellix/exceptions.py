@@ -14,6 +14,13 @@ from autellix._core import (
     UnknownProgramError,
 )
 
+
+class TraceError(AutellixError):
+    """A trace file (or the ShareGPT dataset behind ``import_sharegpt``) cannot be read or written.
+
+    The message names the file, the line and the field at fault."""
+
+
 __all__ = [
     "AutellixError",
     "ConfigError",
@@ -24,6 +31,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidParentError",
     "InvalidTransitionError",
+    "TraceError",
     "UnknownCallError",
     "UnknownProgramError",
 ]

@@ -75,9 +75,8 @@ class Cluster:
                 preset,
                 self.core,
                 max_batch=config.max_batch,
-                steps_per_schedule=config.steps_per_schedule,
                 swap=config.swap,
-                prefix_caching=config.prefix_caching,
+                **config.engine_settings(),
             )
             for i in range(config.engines)
         ]

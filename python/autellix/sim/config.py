@@ -8,7 +8,11 @@ from typing import Any
 from autellix._core import SchedulerConfig
 from autellix.exceptions import AutellixError, ConfigError
 
-SCHEDULERS = ("fcfs", "mlfq", "plas", "atlas")
+#: ``vllm`` is the paper's "vLLM" baseline: FCFS on an engine configured like vLLM 0.6.1 (no prefix
+#: caching, one scheduler call per iteration). The others run on the same engine as each other.
+SCHEDULERS = ("vllm", "fcfs", "mlfq", "plas", "atlas")
+#: Engine settings that ``vllm`` overrides.
+VLLM_061_ENGINE = {"prefix_caching": False, "steps_per_schedule": 1}
 BALANCERS = ("round-robin", "least-loaded", "program-aware")
 SWAP_MODES = ("bulk", "per-block", "recompute")
 WORKLOADS = ("sharegpt", "bfcl", "lats", "mixed")
@@ -77,10 +81,20 @@ class SimConfig:
         quanta = [self.quantum, *boundaries]
         try:
             return SchedulerConfig(
-                self.scheduler, boundaries=boundaries, quanta=quanta, starvation_beta=self.starvation_beta
+                "fcfs" if self.scheduler == "vllm" else self.scheduler,
+                boundaries=boundaries,
+                quanta=quanta,
+                starvation_beta=self.starvation_beta,
             )
         except AutellixError as err:
             raise ConfigError(str(err)) from err
+
+    def engine_settings(self) -> dict[str, Any]:
+        """Per-engine settings, with the ``vllm`` baseline's overrides applied."""
+        settings = {"prefix_caching": self.prefix_caching, "steps_per_schedule": self.steps_per_schedule}
+        if self.scheduler == "vllm":
+            settings.update(VLLM_061_ENGINE)
+        return settings
 
     def replace(self, **changes: Any) -> SimConfig:
         """A copy with some fields changed (validated again)."""
