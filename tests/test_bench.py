@@ -28,7 +28,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # A fake simulator with known answers
 
 _FAKE_CAPACITY = {"sharegpt": 3.0, "bfcl": 0.7, "lats": 0.3, "mixed": 0.45}
-_FAKE_SCHEDULER = {"fcfs": 4.0, "mlfq": 2.0, "plas": 1.0, "atlas": 1.25}
+_FAKE_SCHEDULER = {"vllm": 8.0, "fcfs": 4.0, "mlfq": 2.0, "plas": 1.0, "atlas": 1.25}
 _FAKE_BALANCER = {"round-robin": 1.6, "least-loaded": 1.3, "program-aware": 1.0}
 _FAKE_SWAP_SECONDS = {"per-block": 3.0, "bulk": 0.5, "recompute": 0.0}
 
@@ -252,7 +252,7 @@ def test_summary_ratios_match_the_rows(fake_sim: None, tmp_path: Path) -> None:
     assert not list(out.glob("*.png"))
     summary = json.loads((out / "summary.json").read_text())["schedulers"]
     records = {(c["policy"], c["baseline"]): c for c in summary["comparisons"]}
-    assert set(records) == {(p, b) for p in ("plas", "atlas") for b in ("fcfs", "mlfq")}
+    assert set(records) == {(p, b) for p in ("plas", "atlas") for b in ("vllm", "fcfs", "mlfq")}
     assert records["plas", "fcfs"]["autellix"] and not records["atlas", "fcfs"]["autellix"]
     for (policy, baseline), record in records.items():
         expected = _expected_comparison(rows, "sharegpt", policy, baseline)
@@ -368,7 +368,7 @@ def test_nan_metrics_are_null_in_json(tmp_path: Path) -> None:
     ("argv", "message"),
     [
         (["--workloads", "nope"], "unknown workload 'nope'; choose from sharegpt, bfcl, lats, mixed"),
-        (["--schedulers", "plas,srpt"], "unknown scheduler 'srpt'; choose from fcfs, mlfq, plas, atlas"),
+        (["--schedulers", "plas,srpt"], "unknown scheduler 'srpt'; choose from vllm, fcfs, mlfq, plas, atlas"),
         (["--balancers", "random"], "choose from round-robin, least-loaded, program-aware"),
         (["--swap-modes", "zero-copy"], "choose from bulk, per-block, recompute"),
         (["--experiment", "nope"], "invalid choice"),

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 import autellix
+from autellix.cli import main
+from autellix.sim import SimConfig, simulate
+from autellix.sim.trace import load_trace
 
 
 def _console_script() -> str:
@@ -84,3 +87,22 @@ def test_demo_outcomes() -> None:
     assert plas.makespan == fcfs.makespan
     # ATLAS reduces to PLAS on single-threaded programs.
     assert demo.run("atlas", quantum=1.0).total_waiting == plas.total_waiting
+
+
+def test_trace_writes_real_sharegpt_conversations_that_the_bench_replays(tmp_path: Path) -> None:
+    out = tmp_path / "sharegpt.jsonl.gz"
+    assert main(["trace", str(out), "--limit", "40", "--rate", "2"]) == 0
+    programs = load_trace(out)
+    assert len(programs) == 40
+    assert all(p.calls and all(c.output_tokens >= 1 for c in p.calls) for p in programs)
+    arrivals = [p.arrival for p in programs]
+    assert arrivals == sorted(arrivals) and arrivals[-1] > 0
+    result = simulate(SimConfig(workload=str(out), rate=0, programs=40, scheduler="plas"))
+    assert result.completed and result.programs == 40
+
+
+def test_trace_rejects_bad_options(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["trace", str(tmp_path / "t.jsonl"), "--limit", "0"])
+    assert exc.value.code == 2
+    assert "limit must be >= 1" in capsys.readouterr().err

@@ -91,34 +91,35 @@ class Sweep:
         raise KeyError(workload)
 
 
-#: ``autellix bench``: every workload x scheduler at a few rates, sized to finish in under
-#: 2 minutes on 2 cores.
+#: ``autellix bench``: every workload x scheduler at three rates, sized to finish in under
+#: 2 minutes on 2 cores. Rates: low load, near the FCFS knee, past it (``benches/RESULTS.md``).
 QUICK = Sweep(
     name="quick",
     programs=150,
     rates={
-        "sharegpt": (1.0, 2.0, 3.0),
+        "sharegpt": (0.4, 0.8, 1.2),
         "bfcl": (0.3, 0.5, 0.7),
-        "lats": (0.1, 0.2, 0.3),
-        "mixed": (0.15, 0.3, 0.45),
+        "lats": (0.03, 0.05, 0.07),
+        "mixed": (0.08, 0.14, 0.2),
     },
-    balancer_rates={"sharegpt": (1.0, 2.0, 3.0), "lats": (0.1, 0.2, 0.3)},
-    swap_rates={"sharegpt": (3.0, 4.0)},
+    balancer_rates={"sharegpt": (0.4, 0.8), "lats": (0.03, 0.05)},
+    swap_rates={"sharegpt": (0.8, 1.2)},
 )
 
-#: ``autellix bench --full``: the issue's full sweep, 4 workloads x 4 schedulers x 6 rates x
-#: 1000 programs (target: under 10 minutes on 2 cores). Rate ranges follow the paper's plots (§10).
+#: ``autellix bench --full``: the issue's full sweep, 4 workloads x 5 schedulers x 6 rates x
+#: 1000 programs (target: under 10 minutes on 2 cores). Each workload's rates run from light
+#: load to just past the point where FCFS's latency takes off on a LLaMA-3.1-8B / A100 engine.
 FULL = Sweep(
     name="full",
     programs=1000,
     rates={
-        "sharegpt": (0.5, 1.0, 1.5, 2.0, 3.0, 4.0),
-        "bfcl": (0.2, 0.3, 0.4, 0.5, 0.6, 0.8),
-        "lats": (0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
-        "mixed": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
+        "sharegpt": (0.2, 0.4, 0.6, 0.8, 1.0, 1.2),
+        "bfcl": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+        "lats": (0.02, 0.03, 0.04, 0.05, 0.06, 0.07),
+        "mixed": (0.05, 0.08, 0.11, 0.14, 0.17, 0.2),
     },
-    balancer_rates={"sharegpt": (1.0, 2.0, 3.0, 4.0), "lats": (0.1, 0.15, 0.2, 0.3)},
-    swap_rates={"sharegpt": (3.0, 4.0, 5.0)},
+    balancer_rates={"sharegpt": (0.4, 0.6, 0.8, 1.0), "lats": (0.03, 0.04, 0.05, 0.06)},
+    swap_rates={"sharegpt": (0.8, 1.0, 1.2)},
 )
 
 SWEEPS: dict[str, Sweep] = {s.name: s for s in (QUICK, FULL)}
@@ -153,6 +154,10 @@ class BenchOptions:
     #: Cost-model preset; ``None`` = the :class:`SimConfig` default.
     preset: str | None = None
     engines: int = DEFAULT_ENGINES
+    #: Engine prefix caching for every run but ``vllm`` (which never has it).
+    prefix_caching: bool = True
+    #: First MLFQ boundary in seconds; ``None`` = the :class:`SimConfig` default.
+    quantum: float | None = None
     jobs: int = 1
     out: Path = Path("autellix-bench")
     plots: bool = True
@@ -171,9 +176,11 @@ class Run:
 def plan(options: BenchOptions) -> list[Run]:
     """Every (experiment, config) the options ask for, in a deterministic order."""
     runs: list[Run] = []
-    base: dict[str, Any] = {"seed": options.seed}
+    base: dict[str, Any] = {"seed": options.seed, "prefix_caching": options.prefix_caching}
     if options.preset is not None:
         base["preset"] = options.preset
+    if options.quantum is not None:
+        base["quantum"] = options.quantum
     programs = options.programs if options.programs is not None else options.sweep.programs
     base["programs"] = programs
     for experiment in options.experiments:

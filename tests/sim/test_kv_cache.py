@@ -35,26 +35,53 @@ def test_overflow_is_a_typed_error_and_changes_nothing() -> None:
     assert (kv.used, kv.held) == (3, {1: 3})
 
 
-def test_prefix_entries_use_free_blocks_and_are_evicted_lru() -> None:
+def test_finished_blocks_become_prefix_entries_evicted_lru() -> None:
     kv = KVCache(8, 16)
-    kv.remember("a", 40)  # two whole blocks; the partial third is not shareable
-    kv.remember("b", 64)
-    assert (kv.cached, kv.free) == (6, 2)
-    assert kv.lookup("a", 100) == 32
-    assert kv.lookup("a", 20) == 16  # only the requested prefix, whole blocks
+    kv.grow(1, 40)
+    kv.remember("a", 40, call=1)  # the call's three blocks become entry "a"
+    kv.grow(2, 48)
+    kv.remember("b", 48, call=2)
+    assert (kv.used, kv.cached, kv.free) == (0, 6, 2)
+    assert kv.lookup("a", 100) == 32  # whole blocks only: the partial third is not shareable
+    assert kv.lookup("a", 20) == 16  # only the requested prefix
     assert kv.lookup("missing", 100) == 0
-    kv.grow(1, 64)  # needs 4 blocks: evicts "b" (least recently used), not "a"
-    assert kv.lookup("b", 64) == 0
+    kv.grow(3, 64)  # needs 4 blocks: evicts "b" (least recently used), not "a"
+    assert kv.lookup("b", 48) == 0
     assert kv.lookup("a", 32) == 32
     assert kv.used + kv.cached + kv.free == kv.capacity
 
 
-def test_an_entry_too_large_for_the_free_space_is_not_kept() -> None:
+def test_shared_prefix_is_pinned_and_stored_once() -> None:
+    kv = KVCache(10, 16)
+    kv.grow(1, 64)
+    kv.remember("parent", 64, call=1)  # 4 blocks
+    assert kv.lookup("parent", 64) == 64
+    kv.pin("parent")
+    kv.pin("parent")  # two children share it
+    assert kv.pinned == 4
+    kv.grow(2, 80 - 64)  # each child holds only what follows the prefix
+    kv.grow(3, 80 - 64)
+    assert (kv.used, kv.cached, kv.free) == (2, 4, 4)
+    with pytest.raises(KVCacheOverflow, match="4 in shared prefixes"):
+        kv.grow(4, 16 * 5)  # a pinned entry is never evicted
+    kv.remember("child", 80, call=2, parent="parent")  # holds only its own block
+    kv.unpin("parent")
+    kv.unpin("parent")
+    kv.release(3)
+    assert (kv.pinned, kv.cached) == (0, 5)
+    assert kv.lookup("child", 80) == 80
+    kv.grow(5, 16 * 8)  # evicts "parent" first (least recently used)...
+    assert kv.lookup("child", 80) == 0  # ...which breaks the child's chain
+
+
+def test_an_entry_of_a_pinned_key_is_not_replaced() -> None:
     kv = KVCache(4, 16)
-    kv.grow(1, 48)
-    kv.remember("big", 64)
-    assert kv.lookup("big", 64) == 0
-    assert kv.cached == 0
+    kv.grow(1, 32)
+    kv.remember("k", 32, call=1)
+    kv.pin("k")
+    kv.grow(2, 32)
+    kv.remember("k", 32, call=2)  # the new blocks are freed, the pinned entry stays
+    assert (kv.used, kv.cached, kv.pinned) == (0, 2, 2)
 
 
 @settings(max_examples=200, deadline=None)
@@ -68,6 +95,7 @@ def test_an_entry_too_large_for_the_free_space_is_not_kept() -> None:
 )
 def test_blocks_are_never_lost_or_oversubscribed(ops: list[tuple[str, int, int]]) -> None:
     kv = KVCache(20, 16)
+    pins: list[tuple[str, int]] = []
     for op, key, tokens in ops:
         try:
             if op == "grow":
@@ -75,14 +103,21 @@ def test_blocks_are_never_lost_or_oversubscribed(ops: list[tuple[str, int, int]]
             elif op == "release":
                 kv.release(key)
             elif op == "remember":
-                kv.remember(key, tokens)
+                kv.remember(("entry", key), tokens, call=key)
+            elif op == "pin":
+                if kv.lookup(("entry", key), tokens):
+                    kv.pin(("entry", key))
+                    pins.append(("entry", key))
             else:
-                assert kv.lookup(key, tokens) % 16 == 0
+                assert kv.lookup(("entry", key), tokens) % 16 == 0
         except KVCacheOverflow:
             pass
         assert kv.used == sum(kv.held.values())
         assert kv.used + kv.cached <= kv.capacity
+        assert 0 <= kv.pinned <= kv.cached
         assert kv.free >= 0
     for key in list(kv.held):
         kv.release(key)
-    assert kv.used == 0
+    for pin in pins:
+        kv.unpin(pin)
+    assert kv.used == 0 and kv.pinned == 0

@@ -8,7 +8,7 @@ import pytest
 
 from autellix.exceptions import ConfigError
 from autellix.sim import CallSpec, ProgramSpec, SimConfig, load_programs, simulate
-from autellix.sim.cluster import Cluster
+from autellix.sim.cluster import HORIZON_FACTOR, Cluster, default_horizon, unloaded_duration
 from autellix.sim.cost_model import preset
 
 A100 = preset("llama3.1-8b-a100")
@@ -93,7 +93,7 @@ def test_kv_is_never_leaked_or_oversubscribed_under_preemption(swap: str) -> Non
     assert engine.stats.preemptions > 0, "the small KV must force preemption"
     assert all(p.finish >= 0 for p in cluster.programs)
     # Everything finished: no call holds a block, only prefix-cache entries remain.
-    assert engine.kv.used == 0 and engine.kv.held == {}
+    assert engine.kv.used == 0 and engine.kv.held == {} and engine.kv.pinned == 0
     assert 0 <= engine.kv.cached <= engine.kv.capacity
     assert len(cluster.core) == 0
     assert cluster.calls_done == sum(len(p.calls) for p in programs)
@@ -162,8 +162,51 @@ def test_bad_settings_are_config_errors(changes: dict[str, object], match: str) 
 
 
 def test_unknown_preset_and_oversized_call_are_config_errors() -> None:
-    with pytest.raises(ConfigError, match="llama3.1-8b-a100"):
+    with pytest.raises(ConfigError, match=r"llama3\.1-8b-a100"):
         simulate(SimConfig(preset="gpt-5"), one_long_many_short())
     huge = [chat(0, 0.0, [(SMALL_KV.kv_tokens + 1, 10)])]
     with pytest.raises(ConfigError, match="needs"):
         simulate(SimConfig(), huge, preset=SMALL_KV)
+
+
+def test_default_horizon_is_ten_unloaded_durations_after_the_last_arrival() -> None:
+    programs = one_long_many_short()
+    longest = unloaded_duration(programs[0], A100)
+    # 2000 decode steps at batch 1 plus a 200-token prefill, no tool waits
+    assert longest == pytest.approx(
+        2000 * A100.step_time(0, 0.0, 1, 1024) + A100.step_time(200, 200 * 100, 0, 0)
+    )
+    assert default_horizon(programs, A100) == pytest.approx(programs[-1].arrival + HORIZON_FACTOR * longest)
+    # An unloaded run finishes well inside it.
+    result = simulate(SimConfig(), programs)
+    assert result.completed and result.makespan < default_horizon(programs, A100)
+
+
+def test_dag_unloaded_duration_follows_the_longest_chain() -> None:
+    calls = (
+        CallSpec(0, 0, (), 10, 1),
+        CallSpec(1, 0, (0,), 10, 100, 0, 5.0),  # long branch with a tool wait
+        CallSpec(2, 1, (0,), 10, 1),
+        CallSpec(3, 0, (1, 2), 10, 1),
+    )
+    program = ProgramSpec(0, 0.0, calls, "dag")
+    decode, prefill = A100.step_time(0, 0.0, 1, 1024), A100.step_time(10, 10 * 5, 0, 0)
+    assert unloaded_duration(program, A100) == pytest.approx(3 * prefill + 102 * decode + 5.0)
+
+
+def test_vllm_baseline_is_fcfs_on_a_vllm_061_engine() -> None:
+    config = SimConfig(scheduler="vllm", prefix_caching=True, steps_per_schedule=8)
+    assert config.scheduler_config().policy == "fcfs"
+    assert config.engine_settings() == {"prefix_caching": False, "steps_per_schedule": 1}
+    assert SimConfig(scheduler="plas").engine_settings() == {"prefix_caching": True, "steps_per_schedule": 4}
+    programs = [chat(k, 0.0, [(1000, 20), (50, 20)], wait=0.1) for k in range(3)]
+    assert simulate(config, programs).cached_tokens == 0
+    assert simulate(SimConfig(scheduler="fcfs"), programs).cached_tokens > 0
+
+
+def test_scheduler_config_doubles_boundaries_from_the_quantum() -> None:
+    core = SimConfig(scheduler="atlas", quantum=2.0, starvation_beta=None).scheduler_config()
+    assert core.policy == "atlas"
+    assert core.boundaries == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+    assert core.quanta == [2.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+    assert core.starvation_beta is None

@@ -68,6 +68,7 @@ class Cluster:
         self.config = config
         if preset is None:
             preset = cost_model.preset(config.preset)
+        self.preset = preset
         self.core = Scheduler(config.scheduler_config())
         self.engines = [
             Engine(
@@ -166,6 +167,31 @@ class Cluster:
             self.balancer.forget(spec.id)
 
 
+#: A run "completes" when every program finishes within this many times the slowest program's
+#: unloaded duration after the last arrival (see :func:`default_horizon`).
+HORIZON_FACTOR = 10.0
+
+
+def unloaded_duration(program: ProgramSpec, preset: cost_model.EnginePreset) -> float:
+    """Seconds ``program`` takes alone on an idle engine: the longest chain of tool waits,
+    prefills (of the new input) and batch-1 decodes through its DAG."""
+    decode = preset.step_time(0, 0.0, 1, 1024)
+    done: list[float] = []
+    for call in program.calls:
+        new = call.prompt_tokens - call.prefix_tokens
+        start = max((done[p] for p in call.parents), default=0.0) + call.tool_wait
+        prefill = preset.step_time(new, new * (call.prefix_tokens + new / 2), 0, 0)
+        done.append(start + prefill + call.output_tokens * decode)
+    return max(done, default=0.0)
+
+
+def default_horizon(programs: Sequence[ProgramSpec], preset: cost_model.EnginePreset) -> float:
+    """The last arrival plus :data:`HORIZON_FACTOR` x the slowest program's unloaded duration."""
+    span = max((p.arrival for p in programs), default=0.0)
+    slowest = max((unloaded_duration(p, preset) for p in programs), default=0.0)
+    return span + HORIZON_FACTOR * max(slowest, 1.0)
+
+
 def simulate(
     config: SimConfig,
     programs: Sequence[ProgramSpec] | None = None,
@@ -180,8 +206,7 @@ def simulate(
     if programs is None:
         programs = load_programs(config)
     cluster = Cluster(config, programs, preset)
-    span = max((p.arrival for p in programs), default=0.0)
-    horizon = config.horizon if config.horizon is not None else 4 * span + 600.0
+    horizon = config.horizon if config.horizon is not None else default_horizon(programs, cluster.preset)
     cluster.run(horizon, on_event)
     return _summarise(config, cluster, time.perf_counter() - started)
 

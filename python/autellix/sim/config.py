@@ -48,12 +48,15 @@ class SimConfig:
     prefix_caching: bool = True
     #: First MLFQ boundary in seconds of attained service; the K = 7 queues' boundaries double
     #: from it (q, 2q, ... 32q) and each queue's quantum is its width (q for Q1), as in FastServe.
-    #: A simulated call runs for seconds, not the core's default tens of milliseconds.
-    quantum: float = 4.0
+    #: A simulated call runs for seconds (a 277-token ShareGPT reply at a full batch: ~15 s), not
+    #: the core's default tens of milliseconds; 32 s is about two such calls. Smaller values
+    #: demote calls mid-reply and preempt them back and forth (see benches/RESULTS.md).
+    quantum: float = 32.0
     #: Anti-starvation ratio (paper §5); ``None`` turns promotion off.
     starvation_beta: float | None = 8.0
-    #: Stop the run at this simulated time (seconds); ``None`` = 4 x the arrival span + 600 s.
-    #: Programs still running then count as not completed.
+    #: Stop the run at this simulated time (seconds); ``None`` = the last arrival plus 10 x the
+    #: slowest program's unloaded duration (``cluster.default_horizon``). Programs still running
+    #: then count as not completed: the load was more than the cluster sustains.
     horizon: float | None = None
 
     def __post_init__(self) -> None:

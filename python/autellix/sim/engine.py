@@ -14,6 +14,7 @@ finish and block-growth iterations are kept in heaps.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,8 @@ class CallRun:
         "owner",
         "program",
         "prompt",
+        "shared",
+        "shared_key",
         "spec",
         "stint",
     )
@@ -65,6 +68,9 @@ class CallRun:
         self.kv = NEW
         #: Blocks it holds in host memory while swapped out.
         self.host_blocks = 0
+        #: Leading tokens it shares from the prefix-cache entry ``shared_key`` while on the GPU.
+        self.shared = 0
+        self.shared_key: Hashable | None = None
 
 
 @dataclass
@@ -110,8 +116,8 @@ class Engine:
         self.prefix_caching = prefix_caching
         self.kv = KVCache(preset.kv_blocks, preset.block_size)
         # Headroom for what the core's token count does not see: each call's last partial block,
-        # and the tokens it generates during the round.
-        headroom = max_batch * (1 + blocks_for(steps_per_schedule, preset.block_size))
+        # a shared prefix entry's partial block, and the tokens it generates during the round.
+        headroom = max_batch * (2 + blocks_for(steps_per_schedule, preset.block_size))
         if headroom >= preset.kv_blocks:
             raise ConfigError(
                 f"{preset.name}: {preset.kv_blocks} KV blocks cannot hold a batch of {max_batch}"
@@ -126,6 +132,7 @@ class Engine:
         self._decoded = 0  # iterations since the last scheduler call (tokens per running call)
         self._batch: dict[int, CallRun] = {}
         self._context = 0  # tokens in KV of the batch at iteration self._it
+        self._shared = 0  # of which shared from prefix-cache entries
         self._finish_at: list[tuple[int, int, int, CallRun]] = []  # (iteration, stint, id, call)
         self._grow_at: list[tuple[int, int, int, CallRun]] = []
         self._calls: dict[int, CallRun] = {}
@@ -138,7 +145,10 @@ class Engine:
     def run_round(self, now: float) -> Round:
         """Ask the scheduler for a batch at ``now`` and run up to ``steps`` iterations of it."""
         stats = self.stats
-        decision = self.scheduler.step(self.index, now, self.max_batch, self.kv_budget, decoded=self._decoded)
+        # The core counts every call's whole context; shared prefixes are stored once, so the
+        # budget gets back what the batch double counts.
+        budget = self.kv_budget + self._shared - self.kv.pinned * self.kv.block_size
+        decision = self.scheduler.step(self.index, now, self.max_batch, budget, decoded=self._decoded)
         self._decoded = 0
         stats.scheduler_steps += 1
         if decision.too_large:
@@ -160,7 +170,7 @@ class Engine:
                 swap_in += call.host_blocks
                 stats.swaps += 1
             else:
-                hit = self._cache_hit(call) if call.kv == NEW else 0
+                hit = self._share_prefix(call)
                 todo = context - hit
                 prefill += todo
                 attention += todo * (hit + todo / 2)
@@ -207,8 +217,9 @@ class Engine:
         call.stint += 1
         self._batch[call.id] = call
         self._context += context
+        self._shared += call.shared
         # The call's blocks cover it through this round; _grow_at says when it needs more.
-        self.kv.grow(call.id, context)
+        self.kv.grow(call.id, context - call.shared)
         heapq.heappush(
             self._finish_at,
             (self._it + call.spec.output_tokens - call.generated, call.stint, call.id, call),
@@ -221,26 +232,36 @@ class Engine:
         call.generated += self._it - call.admit_it
         context = call.prompt + call.generated
         self._context -= context
+        self._shared -= call.shared
         return context
+
+    def _unshare(self, call: CallRun) -> None:
+        if call.shared_key is not None:
+            self.kv.unpin(call.shared_key)
+        call.shared, call.shared_key = 0, None
 
     def _preempt(self, call: CallRun) -> int:
         """Take a running call off the GPU; returns the blocks to swap out."""
-        self._stop(call)
+        context = self._stop(call)
+        self.kv.release(call.id)
+        self._unshare(call)
         if self.swap == "recompute":
-            self.kv.release(call.id)
             call.kv = DROPPED
             return 0
+        # Its whole context goes to host memory, shared prefix included, and comes back whole.
         call.kv = HOST
         self.stats.swaps += 1
-        call.host_blocks = self.kv.release(call.id)
+        call.host_blocks = blocks_for(context, self.kv.block_size)
         return call.host_blocks
 
     def finish(self, call: CallRun) -> None:
         """``call`` generated its last token: free its blocks, keep its context as a prefix."""
         context = self._stop(call)
-        self.kv.release(call.id)
         if self.prefix_caching:
-            self.kv.remember((call.program, call.spec.index), context)
+            self.kv.remember((call.program, call.spec.index), context, call.id, call.shared_key)
+        else:
+            self.kv.release(call.id)
+        self._unshare(call)
         del self._calls[call.id]
 
     def _pop_finished(self, t: float, out: list[tuple[float, CallRun]]) -> None:
@@ -264,17 +285,23 @@ class Engine:
                 call.prompt + call.generated + (end - call.admit_it),
                 call.prompt + call.spec.output_tokens,
             )
-            self.kv.grow(cid, tokens)
+            self.kv.grow(cid, tokens - call.shared)
             if tokens < call.prompt + call.spec.output_tokens:
-                # next iteration at which the held blocks are full
-                full = self.kv.held[cid] * size - call.prompt - call.generated + call.admit_it
+                # next iteration at which the held blocks (after the shared prefix) are full
+                full = self.kv.held[cid] * size + call.shared - call.prompt - call.generated + call.admit_it
                 heapq.heappush(heap, (full, stint, cid, call))
 
-    def _cache_hit(self, call: CallRun) -> int:
+    def _share_prefix(self, call: CallRun) -> int:
+        """Tokens of the call's prompt found in the prefix cache, which it now shares."""
         spec = call.spec
         if not (self.prefix_caching and spec.prefix_tokens and spec.parents):
             return 0
-        return self.kv.lookup((call.program, spec.parents[0]), spec.prefix_tokens)
+        key = (call.program, spec.parents[0])
+        hit = self.kv.lookup(key, spec.prefix_tokens)
+        if hit:
+            self.kv.pin(key)
+            call.shared, call.shared_key = hit, key
+        return hit
 
     def _swap_seconds(self, blocks: int) -> float:
         if blocks == 0 or self.swap == "recompute":

@@ -1,6 +1,13 @@
-"""One engine's paged KV cache: blocks held by running calls, plus an evictable prefix cache.
+"""One engine's paged KV cache: blocks held by running calls, plus a prefix cache.
 
-Blocks held by calls are never taken back behind the scheduler's back: the engine reserves
+A finished call's blocks become a prefix-cache entry (its whole context). A later call whose
+prompt starts with that context *shares* the entry's blocks while it runs (the entry is pinned)
+and holds blocks only for the rest of its context, as vLLM's automatic prefix caching does.
+An entry made from a call that shared its parent's entry holds only its own blocks and is
+usable only while that parent entry still exists (a prefix is a chain of blocks).
+Unpinned entries live in free blocks and are evicted least recently used first.
+
+Blocks held by calls are never taken back behind the scheduler's back: the engine keeps
 enough headroom in the token budget it gives the scheduler that allocation cannot fail.
 If it ever does, that is a simulator bug and :class:`KVCacheOverflow` says so.
 """
@@ -21,15 +28,21 @@ def blocks_for(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size)
 
 
+class _Entry:
+    __slots__ = ("blocks", "parent", "refs", "tokens")
+
+    def __init__(self, tokens: int, blocks: int, parent: Hashable | None) -> None:
+        self.tokens = tokens
+        self.blocks = blocks
+        self.parent = parent
+        self.refs = 0
+
+
 class KVCache:
-    """``capacity`` blocks of ``block_size`` tokens.
+    """``capacity`` blocks of ``block_size`` tokens: ``used`` by calls, ``cached`` by prefix
+    entries (``pinned`` of them shared by running calls), the rest ``free``."""
 
-    ``used`` blocks belong to calls on the GPU; finished calls' contexts stay as prefix-cache
-    entries in the remaining blocks until an allocation needs them (LRU eviction), as with
-    vLLM's automatic prefix caching.
-    """
-
-    __slots__ = ("_entries", "block_size", "cached", "capacity", "held", "used")
+    __slots__ = ("_entries", "block_size", "cached", "capacity", "held", "pinned", "used")
 
     def __init__(self, capacity: int, block_size: int = 16) -> None:
         if capacity < 1 or block_size < 1:
@@ -38,10 +51,11 @@ class KVCache:
         self.block_size = block_size
         self.used = 0
         self.cached = 0
+        self.pinned = 0
         #: call -> blocks it holds
         self.held: dict[int, int] = {}
-        #: prefix key -> (tokens, blocks), least recently used first
-        self._entries: OrderedDict[Hashable, tuple[int, int]] = OrderedDict()
+        #: prefix key -> entry, least recently used first
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
 
     @property
     def free(self) -> int:
@@ -63,37 +77,70 @@ class KVCache:
         self.used -= blocks
         return blocks
 
-    def remember(self, key: Hashable, tokens: int) -> None:
-        """Keep a finished context of ``tokens`` tokens as a prefix-cache entry (if it fits)."""
-        blocks = tokens // self.block_size  # only full blocks are shareable
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self.cached -= old[1]
-        if blocks == 0 or blocks > self.capacity - self.used:
+    def remember(self, key: Hashable, tokens: int, call: int, parent: Hashable | None = None) -> None:
+        """Turn the blocks ``call`` holds into the prefix entry ``key`` for a ``tokens``-token
+        context; ``parent`` is the entry the call shared (its blocks hold the rest)."""
+        blocks = self.release(call)
+        self._drop(key)
+        if (blocks == 0 and parent is None) or key in self._entries:  # nothing to keep / pinned
             return
-        while self.free < blocks:
-            self._evict_one()
-        self._entries[key] = (tokens, blocks)
+        self._entries[key] = _Entry(tokens, blocks, parent)
         self.cached += blocks
 
     def lookup(self, key: Hashable, prefix_tokens: int) -> int:
         """Tokens of a ``prefix_tokens``-long prefix found under ``key`` (whole blocks only)."""
         entry = self._entries.get(key)
-        if entry is None or prefix_tokens <= 0:
+        if entry is None or prefix_tokens <= 0 or not self._chain_intact(entry):
             return 0
         self._entries.move_to_end(key)
-        hit = min(prefix_tokens, entry[0])
+        hit = min(prefix_tokens, entry.tokens)
         return hit - hit % self.block_size
 
+    def pin(self, key: Hashable) -> None:
+        """A running call shares entry ``key`` (and its chain): keep them until :meth:`unpin`."""
+        while key is not None:
+            entry = self._entries[key]
+            if entry.refs == 0:
+                self.pinned += entry.blocks
+            entry.refs += 1
+            key = entry.parent
+
+    def unpin(self, key: Hashable) -> None:
+        while key is not None:
+            entry = self._entries[key]
+            entry.refs -= 1
+            if entry.refs == 0:
+                self.pinned -= entry.blocks
+            key = entry.parent
+
+    def _chain_intact(self, entry: _Entry) -> bool:
+        while entry.parent is not None:
+            parent = self._entries.get(entry.parent)
+            if parent is None:
+                return False
+            entry = parent
+        return True
+
     def _make_room(self, blocks: int) -> None:
-        while self.free < blocks and self._entries:
-            self._evict_one()
+        short = blocks - self.free
+        if short > 0:
+            victims = []
+            for key, entry in self._entries.items():  # least recently used first
+                if entry.refs == 0:
+                    victims.append(key)
+                    short -= entry.blocks
+                    if short <= 0:
+                        break
+            for key in victims:
+                self._drop(key)
         if self.free < blocks:
             raise KVCacheOverflow(
                 f"needed {blocks} KV blocks but only {self.free} of {self.capacity} are free "
-                f"({self.used} held by running calls)"
+                f"({self.used} held by running calls, {self.pinned} in shared prefixes)"
             )
 
-    def _evict_one(self) -> None:
-        _, (_, blocks) = self._entries.popitem(last=False)
-        self.cached -= blocks
+    def _drop(self, key: Hashable) -> None:
+        entry = self._entries.get(key)
+        if entry is not None and entry.refs == 0:
+            del self._entries[key]
+            self.cached -= entry.blocks
