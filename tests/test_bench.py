@@ -368,7 +368,10 @@ def test_nan_metrics_are_null_in_json(tmp_path: Path) -> None:
     ("argv", "message"),
     [
         (["--workloads", "nope"], "unknown workload 'nope'; choose from sharegpt, bfcl, lats, mixed"),
-        (["--schedulers", "plas,srpt"], "unknown scheduler 'srpt'; choose from vllm, fcfs, mlfq, plas, atlas"),
+        (
+            ["--schedulers", "plas,srpt"],
+            "unknown scheduler 'srpt'; choose from vllm, fcfs, mlfq, plas, atlas",
+        ),
         (["--balancers", "random"], "choose from round-robin, least-loaded, program-aware"),
         (["--swap-modes", "zero-copy"], "choose from bulk, per-block, recompute"),
         (["--experiment", "nope"], "invalid choice"),

@@ -348,6 +348,8 @@ def _run_bench(args: argparse.Namespace) -> int:
         latency_target=args.latency_target,
     )
     console = Console()
+    if not console.is_terminal:  # a log file or pipe: don't squeeze the tables into 80 columns
+        console = Console(width=160)
     try:
         bench.plan(options)
     except AutellixError as exc:  # a SimConfig the options make is invalid

@@ -151,13 +151,14 @@ class Engine:
         decision = self.scheduler.step(self.index, now, self.max_batch, budget, decoded=self._decoded)
         self._decoded = 0
         stats.scheduler_steps += 1
-        if decision.too_large:
-            call = self._calls[decision.too_large[0]]
-            raise ConfigError(
-                f"a call of program {call.program} needs {call.prompt + call.spec.output_tokens} KV "
-                f"tokens but a {self.preset.name} engine schedules at most {self.kv_budget}: "
-                "use a larger preset or cap the workload's context"
-            )
+        for cid in decision.too_large:  # too large for now (shared prefixes pinned), or ever?
+            call = self._calls[cid]
+            if call.prompt + call.generated > self.kv_budget:
+                raise ConfigError(
+                    f"a call of program {call.program} needs {call.prompt + call.generated} KV tokens "
+                    f"but a {self.preset.name} engine schedules at most {self.kv_budget}: "
+                    "use a larger preset or cap the workload's context"
+                )
         swap_out = sum(self._preempt(self._calls[c]) for c in decision.preempted)
         stats.preemptions += len(decision.preempted)
         prefill = attention = 0.0
