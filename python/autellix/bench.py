@@ -108,12 +108,13 @@ QUICK = Sweep(
 
 #: ``autellix bench --full``: the issue's full sweep, 4 workloads x 5 schedulers x 6 rates x
 #: 1000 programs (target: under 10 minutes on 2 cores). Each workload's rates run from light
-#: load to just past the point where FCFS's latency takes off on a LLaMA-3.1-8B / A100 engine.
+#: load to just past the point where FCFS's latency takes off on a LLaMA-3.1-8B / A100 engine
+#: (sharegpt further: its latency rises gradually, and its long chats let FCFS drain a backlog).
 FULL = Sweep(
     name="full",
     programs=1000,
     rates={
-        "sharegpt": (0.2, 0.4, 0.6, 0.8, 1.0, 1.2),
+        "sharegpt": (0.4, 0.8, 1.2, 1.6, 2.0, 2.4),
         "bfcl": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
         "lats": (0.02, 0.03, 0.04, 0.05, 0.06, 0.07),
         "mixed": (0.05, 0.08, 0.11, 0.14, 0.17, 0.2),
