@@ -29,6 +29,7 @@ from autellix.exceptions import (
     InvalidArgumentError,
     InvalidParentError,
     InvalidTransitionError,
+    TraceError,
     UnknownCallError,
     UnknownProgramError,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "ProgramInfo",
     "Scheduler",
     "SchedulerConfig",
+    "TraceError",
     "UnknownCallError",
     "UnknownProgramError",
     "__version__",

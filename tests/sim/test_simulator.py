@@ -82,7 +82,7 @@ def _pressured(swap: str, scheduler: str = "plas") -> tuple[Cluster, list[Progra
     config = SimConfig(workload="sharegpt", programs=40, rate=4.0, scheduler=scheduler, swap=swap, seed=1)
     programs = load_programs(config)
     cluster = Cluster(config, programs, SMALL_KV)
-    cluster.run(float("inf"), None)
+    cluster.run(float("inf"))
     return cluster, programs
 
 

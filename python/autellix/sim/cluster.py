@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from autellix._core import Scheduler
 from autellix.balancer import make_balancer
@@ -99,7 +99,8 @@ class Cluster:
         self._seq += 1
         heapq.heappush(self.events, (at, kind, self._seq, payload))
 
-    def run(self, horizon: float, on_event: Callable[[float], None] | None) -> None:
+    def run(self, horizon: float) -> None:
+        """Process events in time order until none are left or the next is past ``horizon``."""
         events = self.events
         while events and events[0][0] <= horizon:
             at, kind, _, payload = heapq.heappop(events)
@@ -112,8 +113,6 @@ class Cluster:
                 self._arrive(payload)  # type: ignore[arg-type]
             else:
                 self._round(payload)  # type: ignore[arg-type]
-            if on_event is not None:
-                on_event(at)
 
     def _arrive(self, program: _Program) -> None:
         for call in program.spec.calls:
@@ -196,18 +195,16 @@ def simulate(
     config: SimConfig,
     programs: Sequence[ProgramSpec] | None = None,
     *,
-    on_event: Callable[[float], None] | None = None,
     preset: cost_model.EnginePreset | None = None,
 ) -> SimResult:
     """Run one simulation. ``programs`` overrides the config's workload (``config.programs`` and
-    ``config.rate`` are then ignored), ``preset`` the config's named engine preset; ``on_event``
-    is called with the simulated time after every event (for progress display)."""
+    ``config.rate`` are then ignored), ``preset`` the config's named engine preset."""
     started = time.perf_counter()
     if programs is None:
         programs = load_programs(config)
     cluster = Cluster(config, programs, preset)
     horizon = config.horizon if config.horizon is not None else default_horizon(programs, cluster.preset)
-    cluster.run(horizon, on_event)
+    cluster.run(horizon)
     return _summarise(config, cluster, time.perf_counter() - started)
 
 
