@@ -106,3 +106,16 @@ def test_trace_rejects_bad_options(capsys: pytest.CaptureFixture[str], tmp_path:
         main(["trace", str(tmp_path / "t.jsonl"), "--limit", "0"])
     assert exc.value.code == 2
     assert "limit must be >= 1" in capsys.readouterr().err
+
+
+def test_serve_help() -> None:
+    proc = _run(_console_script(), "serve", "--help")
+    assert proc.returncode == 0, proc.stderr
+    for option in ("--host", "--port", "--policy", "--preset", "--time-scale", "--max-queued", "--model"):
+        assert option in proc.stdout
+
+
+def test_serve_rejects_bad_options() -> None:
+    proc = _run(_console_script(), "serve", "--policy", "lottery")
+    assert proc.returncode == 2
+    assert "invalid choice" in proc.stderr

@@ -413,7 +413,85 @@ def _run_trace(args: argparse.Namespace) -> int:
 
 
 # Functions that register one subcommand each (see module docstring).
-_SUBCOMMANDS: list[Callable[[_Subparsers], None]] = [_add_demo, _add_bench, _add_trace]
+def _add_serve(subparsers: _Subparsers) -> None:
+    from autellix._core import SchedulerConfig
+    from autellix.server.config import ServerConfig
+
+    d = ServerConfig()
+    p = subparsers.add_parser(
+        "serve",
+        help="run the OpenAI-compatible server on a simulated engine",
+        description="Serve /v1/chat/completions and /v1/completions (SSE streaming too), /v1/models, "
+        "/health, GET /v1/programs/{id} and POST /v1/programs/{id}/finish. Calls are scheduled by the "
+        "core as parts of agent programs: name the program with the X-Autellix-Program-Id header or a "
+        "program_id body field (also X-Autellix-Thread-Id / thread_id, X-Autellix-Parent-Ids / "
+        "parent_ids). The engine is the simulator's cost model run in real time, producing "
+        "placeholder tokens.",
+    )
+    p.add_argument("--host", default=d.host, help=f"address to bind (default: {d.host})")
+    p.add_argument("--port", type=_int_at_least(0, "port"), default=d.port, help=f"default: {d.port}")
+    p.add_argument(
+        "--policy",
+        choices=SchedulerConfig.policies(),
+        default=d.policy,
+        help=f"scheduling policy (default: {d.policy})",
+    )
+    p.add_argument(
+        "--preset", type=_preset_name, default=d.preset, metavar="NAME", help=f"default: {d.preset}"
+    )
+    p.add_argument(
+        "--time-scale",
+        type=_single_positive_float("time scale"),
+        default=d.time_scale,
+        metavar="X",
+        help="wall seconds per simulated engine second; 0.1 runs 10x faster (default: 1)",
+    )
+    p.add_argument(
+        "--max-running",
+        type=_int_at_least(1, "max running"),
+        default=d.max_running,
+        metavar="N",
+        help=f"calls per batch (default: {d.max_running})",
+    )
+    p.add_argument(
+        "--max-queued",
+        type=_int_at_least(0, "max queued"),
+        default=d.max_queued,
+        metavar="N",
+        help=f"waiting calls before new ones get 429 (default: {d.max_queued})",
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=_int_at_least(1, "max tokens"),
+        default=d.default_max_tokens,
+        metavar="N",
+        help=f"tokens generated when a request sets no max_tokens (default: {d.default_max_tokens})",
+    )
+    p.add_argument("--model", default=d.model, metavar="NAME", help=f"model name served (default: {d.model})")
+    p.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from autellix.server import ServerConfig, create_app
+
+    config = ServerConfig(
+        model=args.model,
+        policy=args.policy,
+        preset=args.preset,
+        time_scale=args.time_scale,
+        max_running=args.max_running,
+        max_queued=args.max_queued,
+        default_max_tokens=args.max_tokens,
+        host=args.host,
+        port=args.port,
+    )
+    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info")
+    return 0
+
+
+_SUBCOMMANDS: list[Callable[[_Subparsers], None]] = [_add_demo, _add_bench, _add_trace, _add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,432 @@
+"""The FastAPI application: OpenAI-compatible endpoints in front of a program-aware engine.
+
+Endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``,
+``POST /v1/completions`` (both with SSE streaming), ``GET /v1/programs/{id}`` (the core's
+process-table entry) and ``POST /v1/programs/{id}/finish`` (ends the program in the core).
+
+Program identity of a call: ``X-Autellix-Program-Id``, ``X-Autellix-Thread-Id`` and
+``X-Autellix-Parent-Ids`` (comma-separated) headers, or the body fields ``program_id``,
+``thread_id``, ``parent_ids`` (list). Either place works; giving a field in both places with
+different values is a 400. A call without a program id is a program of its own, ended when the
+call ends. Every error is an OpenAI-style ``{"error": {"message", "type", "code"}}`` body with a
+4xx status: 400 invalid body or ids, 404 unknown model / program / route, 413 body too large,
+429 queue full (with ``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from autellix.server.config import ServerConfig
+from autellix.server.engine import (
+    CallHandle,
+    Engine,
+    InvalidCallError,
+    ProgramNotFoundError,
+    QueueFullError,
+    SimEngine,
+)
+from autellix.server.programs import InvalidIdError, ProgramRegistry, check_name, parse_call_id
+from autellix.server.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    DeltaMessage,
+    ErrorInfo,
+    ErrorResponse,
+    FinishReason,
+    ModelCard,
+    ModelList,
+    ProgramEntry,
+    ProgramFinished,
+    Usage,
+)
+from autellix.sim.trace import estimate_tokens
+
+PROGRAM_HEADER = "x-autellix-program-id"
+THREAD_HEADER = "x-autellix-thread-id"
+PARENTS_HEADER = "x-autellix-parent-ids"
+
+_Scope = MutableMapping[str, Any]
+_Message = MutableMapping[str, Any]
+_Receive = Callable[[], Awaitable[_Message]]
+_Send = Callable[[_Message], Awaitable[None]]
+_ASGIApp = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.code = status, message, type_, code
+
+
+def error_response(
+    status: int, message: str, type_: str, code: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = ErrorResponse(error=ErrorInfo(message=message, type=type_, code=code))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``limit`` bytes (declared or streamed)."""
+
+    def __init__(self, app: _ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", []):
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.limit:
+                    await self._reject(scope, receive, send)
+                    return
+        if any(key == b"content-length" for key, _ in scope.get("headers", [])):
+            await self.app(scope, receive, send)
+            return
+        # No declared length (chunked): read the body up to the limit, then replay it.
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = bool(message.get("more_body", False))
+            if size > self.limit:
+                await self._reject(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> _Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        response = error_response(
+            413, f"request body exceeds {self.limit} bytes", "invalid_request_error", "body_too_large"
+        )
+        await response(scope, receive, send)
+
+
+@dataclass
+class _Identity:
+    program: int
+    anonymous: bool
+    thread: int
+    parents: list[int]
+
+
+class Server:
+    """The state behind the routes: config, engine, program registry."""
+
+    def __init__(self, config: ServerConfig, engine: Engine | None = None) -> None:
+        self.config = config
+        self.engine: Engine = engine or SimEngine(
+            policy=config.policy,
+            preset=config.preset,
+            time_scale=config.time_scale,
+            max_running=config.max_running,
+            max_queued=config.max_queued,
+            program_ttl=config.program_ttl,
+        )
+        self.programs = ProgramRegistry()
+        self.engine.on_programs_expired = self._expired
+
+    def _expired(self, programs: list[int]) -> None:
+        for core in programs:
+            self.programs.forget(core)
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _one(kind: str, header: str | None, body: str | None) -> str | None:
+        if header is not None and body is not None and header.strip() != body:
+            raise ApiError(400, f"{kind} given as header ({header!r}) and in the body ({body!r}) differ")
+        value = header.strip() if header is not None else body
+        return None if value is None else check_name(kind, value)
+
+    def identity(self, request: Request, body: ChatCompletionRequest | CompletionRequest) -> _Identity:
+        h = request.headers
+        try:
+            name = self._one("program", h.get(PROGRAM_HEADER), body.program_id)
+            thread_name = self._one("thread", h.get(THREAD_HEADER), body.thread_id)
+            header_parents = h.get(PARENTS_HEADER)
+            from_header = (
+                None
+                if header_parents is None
+                else [parse_call_id(p) for p in header_parents.split(",") if p.strip()]
+            )
+            from_body = None if body.parent_ids is None else [parse_call_id(p) for p in body.parent_ids]
+        except InvalidIdError as exc:
+            raise ApiError(400, str(exc), code="invalid_id") from None
+        if from_header is not None and from_body is not None and from_header != from_body:
+            raise ApiError(400, "parent ids given as header and in the body differ", code="invalid_id")
+        parents = from_header if from_header is not None else (from_body or [])
+        if name is None and parents:
+            raise ApiError(400, "parent ids need a program id", code="invalid_id")
+        program = self.programs.resolve(name)
+        return _Identity(program, name is None, self.programs.thread(program, thread_name), parents)
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def submit(
+        self, request: Request, body: ChatCompletionRequest | CompletionRequest
+    ) -> tuple[CallHandle, bool]:
+        """The call, and whether its program is anonymous (ended with the call)."""
+        if body.model != self.config.model:
+            raise ApiError(
+                404,
+                f"the model {body.model!r} does not exist; this server serves {self.config.model!r}",
+                code="model_not_found",
+            )
+        who = self.identity(request, body)
+        requested = body.requested_tokens()
+        try:
+            handle = self.engine.submit(
+                who.program,
+                estimate_tokens(body.prompt_text()),
+                requested if requested is not None else self.config.default_max_tokens,
+                thread=who.thread,
+                parents=who.parents,
+                limit_reason="length" if requested is not None else "stop",
+            )
+        except InvalidCallError as exc:
+            self._release(who.program, who.anonymous)
+            raise ApiError(400, str(exc), code="invalid_call") from None
+        except QueueFullError:
+            self._release(who.program, who.anonymous)
+            raise
+        return handle, who.anonymous
+
+    def _release(self, program: int, anonymous: bool) -> None:
+        if anonymous:
+            self.programs.forget(program)
+            try:
+                self.engine.end_program(program)
+            except ProgramNotFoundError:
+                pass
+
+    def settle(self, handle: CallHandle, anonymous: bool) -> None:
+        """The response is over (sent, failed, or the client left): cancel what still runs."""
+        if not handle.done:
+            self.engine.cancel(handle)
+        self._release(handle.program, anonymous)
+
+
+def _usage(handle: CallHandle) -> Usage:
+    return Usage(
+        prompt_tokens=handle.prompt_tokens,
+        completion_tokens=handle.generated,
+        total_tokens=handle.prompt_tokens + handle.generated,
+    )
+
+
+def _reason(handle: CallHandle) -> FinishReason:
+    reason = handle.finish_reason
+    return reason if reason in ("stop", "length", "abort") else "stop"  # type: ignore[return-value]
+
+
+def _call_headers(server: Server, handle: CallHandle) -> dict[str, str]:
+    return {
+        "X-Autellix-Program-Id": server.programs.name(handle.program),
+        "X-Autellix-Call-Id": str(handle.id),
+    }
+
+
+async def _collect(server: Server, handle: CallHandle, anonymous: bool) -> str:
+    parts: list[str] = []
+    try:
+        while (token := await handle.tokens.get()) is not None:
+            parts.append(token)
+    finally:
+        server.settle(handle, anonymous)
+    return "".join(parts)
+
+
+def _sse(model: Any) -> str:
+    return f"data: {model.model_dump_json(exclude_none=True)}\n\n"
+
+
+def create_app(config: ServerConfig | None = None, engine: Engine | None = None) -> FastAPI:
+    """The ASGI app of ``autellix serve`` (``engine`` defaults to a :class:`SimEngine`)."""
+    server = Server(config or ServerConfig(), engine)
+    cfg = server.config
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await server.engine.start()
+        try:
+            yield
+        finally:
+            await server.engine.stop()
+
+    app = FastAPI(title="autellix", version=_version(), lifespan=lifespan)
+    app.state.server = server
+    app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.type, exc.code)
+
+    @app.exception_handler(QueueFullError)
+    async def _queue_full(request: Request, exc: QueueFullError) -> JSONResponse:
+        retry = str(max(1, math.ceil(exc.retry_after)))
+        return error_response(429, str(exc), "rate_limit_error", "queue_full", headers={"Retry-After": retry})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid")))
+        return error_response(400, "invalid request: " + "; ".join(problems), "invalid_request_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return error_response(exc.status_code, str(exc.detail), kind)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "policy": server.engine.policy}
+
+    @app.get("/v1/models")
+    async def models() -> ModelList:
+        return ModelList(data=[ModelCard(id=cfg.model)])
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(request: Request, body: ChatCompletionRequest) -> Response:
+        handle, anonymous = server.submit(request, body)
+        rid, headers = f"chatcmpl-{handle.id}", _call_headers(server, handle)
+        if not body.stream:
+            text = await _collect(server, handle, anonymous)
+            choice = ChatChoice(message=AssistantMessage(content=text), finish_reason=_reason(handle))
+            done = ChatCompletion(id=rid, model=cfg.model, choices=[choice], usage=_usage(handle))
+            return JSONResponse(done.model_dump(), headers=headers)
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                first = ChatChunkChoice(delta=DeltaMessage(role="assistant", content=""))
+                yield _sse(ChatCompletionChunk(id=rid, model=cfg.model, choices=[first]))
+                while (token := await handle.tokens.get()) is not None:
+                    delta = ChatChunkChoice(delta=DeltaMessage(content=token))
+                    yield _sse(ChatCompletionChunk(id=rid, model=cfg.model, choices=[delta]))
+                last = ChatChunkChoice(delta=DeltaMessage(), finish_reason=_reason(handle))
+                yield _sse(ChatCompletionChunk(id=rid, model=cfg.model, choices=[last]))
+                if include_usage:
+                    yield _sse(ChatCompletionChunk(id=rid, model=cfg.model, choices=[], usage=_usage(handle)))
+                yield "data: [DONE]\n\n"
+            finally:
+                server.settle(handle, anonymous)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(request: Request, body: CompletionRequest) -> Response:
+        handle, anonymous = server.submit(request, body)
+        rid, headers = f"cmpl-{handle.id}", _call_headers(server, handle)
+        if not body.stream:
+            text = await _collect(server, handle, anonymous)
+            choice = CompletionChoice(text=text, finish_reason=_reason(handle))
+            done = Completion(id=rid, model=cfg.model, choices=[choice], usage=_usage(handle))
+            return JSONResponse(done.model_dump(), headers=headers)
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                while (token := await handle.tokens.get()) is not None:
+                    yield _sse(Completion(id=rid, model=cfg.model, choices=[CompletionChoice(text=token)]))
+                last = CompletionChoice(text="", finish_reason=_reason(handle))
+                yield _sse(Completion(id=rid, model=cfg.model, choices=[last]))
+                if include_usage:
+                    yield _sse(Completion(id=rid, model=cfg.model, choices=[], usage=_usage(handle)))
+                yield "data: [DONE]\n\n"
+            finally:
+                server.settle(handle, anonymous)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    def _program(name: str) -> int:
+        try:
+            check_name("program", name)
+        except InvalidIdError as exc:
+            raise ApiError(400, str(exc), code="invalid_id") from None
+        core = server.programs.lookup(name)
+        if core is None:
+            raise ApiError(404, f"no program {name!r}", "not_found_error", "program_not_found")
+        return core
+
+    @app.get("/v1/programs/{program_id}")
+    async def program(program_id: str) -> ProgramEntry:
+        core = _program(program_id)
+        try:
+            info = server.engine.program(core)
+        except ProgramNotFoundError:
+            server.programs.forget(core)
+            raise ApiError(
+                404, f"no program {program_id!r}", "not_found_error", "program_not_found"
+            ) from None
+        return ProgramEntry(
+            id=program_id,
+            core_id=core,
+            arrival=info.arrival,
+            attained_service=info.attained_service,
+            waiting_time=info.waiting_time,
+            critical_path=info.critical_path,
+            active_calls=info.active_calls,
+            finished_calls=info.finished_calls,
+            threads=info.threads,
+            last_arrival=info.last_arrival,
+            last_completion=info.last_completion,
+            live_calls=[f"chatcmpl-{c}" for c in info.live_calls],
+        )
+
+    @app.post("/v1/programs/{program_id}/finish")
+    async def finish(program_id: str) -> ProgramFinished:
+        core = _program(program_id)
+        server.programs.forget(core)
+        try:
+            aborted = server.engine.end_program(core)
+        except ProgramNotFoundError:
+            raise ApiError(
+                404, f"no program {program_id!r}", "not_found_error", "program_not_found"
+            ) from None
+        return ProgramFinished(id=program_id, aborted_calls=[f"chatcmpl-{c}" for c in aborted])
+
+    return app
+
+
+def _version() -> str:
+    from autellix import __version__
+
+    return __version__

@@ -1,0 +1,48 @@
+"""``ServerConfig``: everything ``autellix serve`` is started with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autellix._core import SchedulerConfig
+from autellix.sim.cost_model import PRESETS
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Options of the server and its simulated engine (``autellix serve --help``)."""
+
+    #: the one model name served (``/v1/models``); requests for another get 404
+    model: str = "autellix-sim"
+    #: scheduling policy of the core: fcfs, mlfq, plas or atlas
+    policy: str = "plas"
+    #: cost-model preset of the simulated engine (``autellix.sim.cost_model.PRESETS``)
+    preset: str = "llama3.1-8b-a100"
+    #: wall seconds per engine second: 0.01 runs the simulated GPU 100x faster than real time
+    time_scale: float = 1.0
+    #: calls in one batch
+    max_running: int = 64
+    #: calls waiting for the engine; one more is refused with 429
+    max_queued: int = 1024
+    #: tokens generated when a request gives no max_tokens
+    default_max_tokens: int = 16
+    #: wall seconds an idle program stays in the process table
+    program_ttl: float = 600.0
+    #: largest request body accepted, bytes (413 beyond)
+    max_body_bytes: int = 1 << 20
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    def __post_init__(self) -> None:
+        if self.policy not in SchedulerConfig.policies():
+            raise ValueError(
+                f"unknown policy {self.policy!r}; choose from {', '.join(SchedulerConfig.policies())}"
+            )
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        if not (self.time_scale > 0 and self.program_ttl > 0):
+            raise ValueError("time_scale and program_ttl must be > 0")
+        if min(self.max_running, self.default_max_tokens, self.max_body_bytes) < 1 or self.max_queued < 0:
+            raise ValueError("max_running, default_max_tokens, max_body_bytes must be >= 1, max_queued >= 0")
+        if not self.model:
+            raise ValueError("model must not be empty")

@@ -1,0 +1,311 @@
+"""Engines behind the server, and :class:`SimEngine`, the simulator's engine model in real time.
+
+An engine takes calls (:meth:`Engine.submit`), streams their tokens into per-call queues, and
+lets the server cancel calls and end programs. Every engine schedules with the real core,
+``autellix._core.Scheduler``; the server maps its string program ids to the core's integers.
+
+:class:`SimEngine` runs one asyncio task (on the server's event loop, so no locking) that loops:
+
+1. ``decision = scheduler.step(0, now, max_running, kv_tokens, finished=..., decoded=...)``;
+2. sleeps for one iteration of the batch, ``preset.step_time(...)`` of the simulator's cost model
+   (newly admitted calls are prefilled, the rest decode one token), times ``time_scale``;
+3. gives every call of the batch one placeholder token; a call that reached its token budget
+   finishes and is reported to the core at the next step.
+
+The core's clock is *engine time*: wall seconds since start divided by ``time_scale``, so quanta,
+service and waiting times in the process table are in seconds of the simulated GPU whatever the
+scale. Preempted calls simply receive no tokens until the core admits them again. The task waits
+on an :class:`asyncio.Event` while no call is live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from autellix._core import AutellixError, ProgramInfo, Scheduler, SchedulerConfig
+from autellix.sim.cost_model import preset as engine_preset
+
+#: The text of every generated token (the simulated engine produces no real text).
+PLACEHOLDER_TOKEN = " tok"
+
+
+class EngineError(AutellixError):
+    """A call the engine refuses; the server maps each subclass to a 4xx status."""
+
+
+class QueueFullError(EngineError):
+    """``max_queued`` calls are already waiting (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class InvalidCallError(EngineError):
+    """The core rejected the call: unknown or foreign parents, oversized context (HTTP 400)."""
+
+
+class ProgramNotFoundError(EngineError):
+    """No such program in the process table (HTTP 404)."""
+
+
+@dataclass(eq=False)
+class CallHandle:
+    """One submitted call: its tokens arrive in :attr:`tokens`, ``None`` marks the end."""
+
+    id: int
+    program: int
+    prompt_tokens: int
+    max_tokens: int
+    #: finish reason when the call reaches ``max_tokens`` ("length" when the client set a limit)
+    limit_reason: str = "length"
+    generated: int = 0
+    finish_reason: str | None = None
+    tokens: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def _deliver(self, token: str) -> None:
+        self.generated += 1
+        self.tokens.put_nowait(token)
+
+    def _end(self, reason: str) -> None:
+        if self.finish_reason is None:
+            self.finish_reason = reason
+            self.tokens.put_nowait(None)
+
+
+class Engine(ABC):
+    """What the server needs of an engine (all methods run on the server's event loop)."""
+
+    #: called with the core ids of programs the core expired (idle past their TTL)
+    on_programs_expired: Callable[[list[int]], None] | None = None
+
+    @property
+    @abstractmethod
+    def policy(self) -> str: ...
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    @abstractmethod
+    def submit(
+        self,
+        program: int,
+        prompt_tokens: int,
+        max_tokens: int,
+        *,
+        thread: int = 0,
+        parents: Sequence[int] = (),
+        limit_reason: str = "length",
+    ) -> CallHandle: ...
+
+    @abstractmethod
+    def cancel(self, call: CallHandle) -> None: ...
+
+    @abstractmethod
+    def program(self, program: int) -> ProgramInfo: ...
+
+    @abstractmethod
+    def end_program(self, program: int) -> list[int]: ...
+
+    @abstractmethod
+    def live(self, call: int) -> bool:
+        """Whether the core still holds ``call`` (waiting or running)."""
+
+
+class SimEngine(Engine):
+    """The simulator's engine model run in real time, scheduled by the real core."""
+
+    def __init__(
+        self,
+        *,
+        policy: str = "plas",
+        preset: str = "llama3.1-8b-a100",
+        time_scale: float = 1.0,
+        max_running: int = 64,
+        max_queued: int = 1024,
+        program_ttl: float = 600.0,
+    ) -> None:
+        if not time_scale > 0:
+            raise ValueError(f"time_scale must be > 0, got {time_scale}")
+        if max_running < 1 or max_queued < 0:
+            raise ValueError("max_running must be >= 1 and max_queued >= 0")
+        self._preset = engine_preset(preset)
+        self.time_scale = time_scale
+        self.max_running = max_running
+        self.max_queued = max_queued
+        self.kv_tokens = self._preset.kv_tokens
+        # the core counts time in engine seconds; the TTL is given in wall seconds
+        self._scheduler = Scheduler(SchedulerConfig(policy, program_ttl=program_ttl / time_scale))
+        self._calls: dict[int, CallHandle] = {}
+        self._running: set[int] = set()
+        self._finished: list[int] = []  # reached max_tokens, reported to the core at the next step
+        self._ids = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._t0 = 0.0
+        self._last_gc = 0.0
+        #: engine iterations run so far
+        self.iterations = 0
+
+    @property
+    def policy(self) -> str:
+        return self._scheduler.policy
+
+    @property
+    def waiting(self) -> int:
+        return len(self._calls) - len(self._running)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def _now(self) -> float:
+        return (asyncio.get_running_loop().time() - self._t0) / self.time_scale
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._t0 = asyncio.get_running_loop().time()
+            self._task = asyncio.create_task(self._loop(), name="autellix-sim-engine")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for handle in list(self._calls.values()):
+            handle._end("abort")
+        self._calls.clear()
+        self._running.clear()
+
+    def submit(
+        self,
+        program: int,
+        prompt_tokens: int,
+        max_tokens: int,
+        *,
+        thread: int = 0,
+        parents: Sequence[int] = (),
+        limit_reason: str = "length",
+    ) -> CallHandle:
+        if self.waiting >= self.max_queued:
+            raise QueueFullError(
+                f"the server is at capacity: {self.waiting} calls are already waiting", retry_after=1.0
+            )
+        if prompt_tokens + max_tokens > self.kv_tokens:
+            raise InvalidCallError(
+                f"the prompt ({prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceed the engine's "
+                f"KV capacity of {self.kv_tokens} tokens"
+            )
+        now = self._now()
+        self._collect_garbage(now)
+        call = next(self._ids)
+        try:
+            self._scheduler.submit(
+                call, program, now, thread=thread, parents=list(parents) or None, prompt_tokens=prompt_tokens
+            )
+        except AutellixError as exc:
+            raise InvalidCallError(str(exc)) from None
+        handle = CallHandle(call, program, prompt_tokens, max_tokens, limit_reason=limit_reason)
+        self._calls[call] = handle
+        self._wake.set()
+        return handle
+
+    def cancel(self, call: CallHandle) -> None:
+        if self._calls.pop(call.id, None) is None:
+            return
+        self._running.discard(call.id)
+        with contextlib.suppress(AutellixError):
+            self._scheduler.abort(call.id, self._now())
+        call._end("abort")
+        self._wake.set()
+
+    def program(self, program: int) -> ProgramInfo:
+        try:
+            return self._scheduler.program(program)
+        except AutellixError as exc:
+            raise ProgramNotFoundError(str(exc)) from None
+
+    def end_program(self, program: int) -> list[int]:
+        try:
+            aborted = self._scheduler.end_program(program, self._now())
+        except AutellixError as exc:
+            raise ProgramNotFoundError(str(exc)) from None
+        gone = set(aborted)
+        self._finished = [cid for cid in self._finished if cid not in gone]
+        for cid in aborted:
+            handle = self._calls.pop(cid, None)
+            self._running.discard(cid)
+            if handle is not None:
+                handle._end("abort")
+        return aborted
+
+    def live(self, call: int) -> bool:
+        return call in self._scheduler
+
+    def _collect_garbage(self, now: float) -> None:
+        """Expire idle programs at most once per engine second (the step does it while busy)."""
+        if now - self._last_gc >= 1.0:
+            self._last_gc = now
+            self._expired(self._scheduler.collect_garbage(now))
+
+    def _expired(self, programs: list[int]) -> None:
+        if programs and self.on_programs_expired is not None:
+            self.on_programs_expired(programs)
+
+    async def _loop(self) -> None:
+        decoded = 0
+        while True:
+            if not self._calls and not self._finished:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            decision = self._scheduler.step(
+                0, self._now(), self.max_running, self.kv_tokens, finished=self._finished, decoded=decoded
+            )
+            self._finished, decoded = [], 0
+            self._expired(decision.expired_programs)
+            running = [cid for cid in decision.running if cid in self._calls]
+            self._running = set(running)
+            if not running:  # nothing fits now; wait for a submit or a cancel
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            admitted = set(decision.admitted)
+            prefill = decode_seqs = decode_context = 0
+            attention = 0.0
+            for cid in running:
+                handle = self._calls[cid]
+                context = handle.prompt_tokens + handle.generated
+                if cid in admitted:  # (re)computed from scratch: no KV kept across preemption
+                    prefill += context
+                    attention += context * context / 2
+                else:
+                    decode_seqs += 1
+                    decode_context += context
+            seconds = self._preset.step_time(prefill, attention, decode_seqs, decode_context)
+            await asyncio.sleep(seconds * self.time_scale)
+            self.iterations += 1
+            decoded = 1
+            for cid in running:
+                live = self._calls.get(cid)
+                if live is None:  # cancelled during the iteration
+                    continue
+                live._deliver(PLACEHOLDER_TOKEN)
+                if live.generated >= live.max_tokens:
+                    self._finished.append(cid)
+                    del self._calls[cid]
+                    self._running.discard(cid)
+                    live._end(live.limit_reason)

@@ -1,0 +1,77 @@
+"""A real uvicorn server on loopback, in a background thread, per test configuration."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from autellix.server import ServerConfig, create_app
+
+
+@dataclass
+class Running:
+    url: str
+    config: ServerConfig
+
+    def client(self, **kw: Any) -> openai.OpenAI:
+        kw.setdefault("max_retries", 0)
+        kw.setdefault("timeout", 30.0)
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="x", **kw)
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30.0)
+
+    def program(self, name: str) -> dict[str, Any]:
+        with self.http() as h:
+            r = h.get(f"/v1/programs/{name}")
+            assert r.status_code == 200, r.text
+            out: dict[str, Any] = r.json()
+            return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Running]]:
+    started: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(**options: Any) -> Running:
+        options.setdefault("time_scale", 0.01)
+        config = ServerConfig(**options)
+        port = _free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(config), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+            )
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        started.append((server, thread))
+        wait_for(lambda: server.started)
+        return Running(f"http://127.0.0.1:{port}", config)
+
+    yield start
+    for server, thread in started:
+        server.should_exit = True
+        thread.join(timeout=10)
