@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,7 +112,17 @@ def test_trace_rejects_bad_options(capsys: pytest.CaptureFixture[str], tmp_path:
 def test_serve_help() -> None:
     proc = _run(_console_script(), "serve", "--help")
     assert proc.returncode == 0, proc.stderr
-    for option in ("--host", "--port", "--policy", "--preset", "--time-scale", "--max-queued", "--model"):
+    for option in (
+        "--host",
+        "--port",
+        "--policy",
+        "--preset",
+        "--time-scale",
+        "--max-queued",
+        "--model",
+        "--api-key",
+        "--max-concurrent-per-key",
+    ):
         assert option in proc.stdout
 
 
@@ -119,3 +130,26 @@ def test_serve_rejects_bad_options() -> None:
     proc = _run(_console_script(), "serve", "--policy", "lottery")
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
+
+
+def test_serve_api_keys_from_options_and_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    apps: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    monkeypatch.setenv("AUTELLIX_API_KEYS", " k2, k3 ,,k1")
+    assert main(["serve", "--api-key", "k1", "--api-key", "k4", "--max-concurrent-per-key", "2"]) == 0
+    config = apps[0].state.server.config
+    assert config.api_keys == ("k1", "k4", "k2", "k3")
+    assert config.max_concurrent_per_key == 2
+    monkeypatch.delenv("AUTELLIX_API_KEYS")
+    assert main(["serve"]) == 0
+    assert apps[1].state.server.config.api_keys == ()
+    assert apps[1].state.server.config.max_concurrent_per_key is None
+    assert main(["serve", "--api-key", "a,b"]) == 2
+    assert "API keys" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--max-concurrent-per-key", "0"])
+    assert exc.value.code == 2

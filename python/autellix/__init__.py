@@ -19,6 +19,7 @@ from autellix._core import (
     SchedulerConfig,
     __version__,
 )
+from autellix.client import Client
 from autellix.exceptions import (
     AutellixError,
     ConfigError,
@@ -39,6 +40,7 @@ __all__ = [
     "AutellixError",
     "CallInfo",
     "CallState",
+    "Client",
     "ConfigError",
     "CyclicParentError",
     "Decision",

@@ -16,6 +16,7 @@ creates the subparser, adds its arguments and sets ``handler`` via ``set_default
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -422,7 +423,8 @@ def _add_serve(subparsers: _Subparsers) -> None:
         "serve",
         help="run the OpenAI-compatible server on a simulated engine",
         description="Serve /v1/chat/completions and /v1/completions (SSE streaming too), /v1/models, "
-        "/health, GET /v1/programs/{id} and POST /v1/programs/{id}/finish. Calls are scheduled by the "
+        "/health, /metrics (Prometheus), GET /v1/programs/{id} and POST /v1/programs/{id}/finish. Calls are "
+        "scheduled by the "
         "core as parts of agent programs: name the program with the X-Autellix-Program-Id header or a "
         "program_id body field (also X-Autellix-Thread-Id / thread_id, X-Autellix-Parent-Ids / "
         "parent_ids). The engine is the simulator's cost model run in real time, producing "
@@ -468,7 +470,30 @@ def _add_serve(subparsers: _Subparsers) -> None:
         help=f"tokens generated when a request sets no max_tokens (default: {d.default_max_tokens})",
     )
     p.add_argument("--model", default=d.model, metavar="NAME", help=f"model name served (default: {d.model})")
+    p.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY' on /v1/* (repeat for several keys; also the "
+        "comma-separated AUTELLIX_API_KEYS environment variable); default: no authentication",
+    )
+    p.add_argument(
+        "--max-concurrent-per-key",
+        type=_int_at_least(1, "max concurrent per key"),
+        default=None,
+        metavar="N",
+        help="completion requests in flight per API key before 429 (server-wide without keys; "
+        "default: no limit)",
+    )
     p.set_defaults(handler=_run_serve)
+
+
+def _api_keys(given: list[str] | None) -> tuple[str, ...]:
+    """``--api-key`` values, then those of ``AUTELLIX_API_KEYS`` (comma-separated), deduplicated."""
+    keys = [k.strip() for k in given or []]
+    keys += [k.strip() for k in os.environ.get("AUTELLIX_API_KEYS", "").split(",") if k.strip()]
+    return tuple(dict.fromkeys(keys))
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -476,17 +501,24 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     from autellix.server import ServerConfig, create_app
 
-    config = ServerConfig(
-        model=args.model,
-        policy=args.policy,
-        preset=args.preset,
-        time_scale=args.time_scale,
-        max_running=args.max_running,
-        max_queued=args.max_queued,
-        default_max_tokens=args.max_tokens,
-        host=args.host,
-        port=args.port,
-    )
+    try:
+        api_keys = _api_keys(args.api_keys)
+        config = ServerConfig(
+            model=args.model,
+            policy=args.policy,
+            preset=args.preset,
+            time_scale=args.time_scale,
+            max_running=args.max_running,
+            max_queued=args.max_queued,
+            default_max_tokens=args.max_tokens,
+            api_keys=api_keys,
+            max_concurrent_per_key=args.max_concurrent_per_key,
+            host=args.host,
+            port=args.port,
+        )
+    except ValueError as exc:
+        print(f"autellix serve: error: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info")
     return 0
 

@@ -25,10 +25,14 @@ class Running:
     def client(self, **kw: Any) -> openai.OpenAI:
         kw.setdefault("max_retries", 0)
         kw.setdefault("timeout", 30.0)
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="x", **kw)
+        kw.setdefault("api_key", self.config.api_keys[0] if self.config.api_keys else "x")
+        return openai.OpenAI(base_url=f"{self.url}/v1", **kw)
 
-    def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30.0)
+    def http(self, **kw: Any) -> httpx.Client:
+        kw.setdefault("timeout", 30.0)
+        if self.config.api_keys:
+            kw.setdefault("headers", {"Authorization": f"Bearer {self.config.api_keys[0]}"})
+        return httpx.Client(base_url=self.url, **kw)
 
     def program(self, name: str) -> dict[str, Any]:
         with self.http() as h:

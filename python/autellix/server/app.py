@@ -2,19 +2,33 @@
 
 Endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``,
 ``POST /v1/completions`` (both with SSE streaming), ``GET /v1/programs/{id}`` (the core's
-process-table entry) and ``POST /v1/programs/{id}/finish`` (ends the program in the core).
+process-table entry), ``POST /v1/programs/{id}/finish`` (ends the program in the core) and
+``GET /metrics`` (Prometheus text format, see :mod:`autellix.server.metrics`).
+
+Authentication: with ``ServerConfig.api_keys`` set, every ``/v1/*`` route needs
+``Authorization: Bearer <key>`` (401 otherwise); ``/health`` and ``/metrics`` stay open. With
+``max_concurrent_per_key`` set, a key may have that many completion requests in flight (a
+streaming one until its stream ends); one more is a 429 with ``Retry-After``. With
+authentication off, all requests share one (anonymous) key, so the limit is server-wide.
+
+A client that disconnects cancels its call, streaming or not: the call leaves the core at once
+and frees its slot.
 
 Program identity of a call: ``X-Autellix-Program-Id``, ``X-Autellix-Thread-Id`` and
 ``X-Autellix-Parent-Ids`` (comma-separated) headers, or the body fields ``program_id``,
 ``thread_id``, ``parent_ids`` (list). Either place works; giving a field in both places with
 different values is a 400. A call without a program id is a program of its own, ended when the
 call ends. Every error is an OpenAI-style ``{"error": {"message", "type", "code"}}`` body with a
-4xx status: 400 invalid body or ids, 404 unknown model / program / route, 413 body too large,
-429 queue full (with ``Retry-After``).
+4xx status: 400 invalid body or ids, 401 missing or unknown API key, 404 unknown model / program
+/ route, 413 body too large, 429 queue full or key over its concurrency limit (with
+``Retry-After``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hmac
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -24,6 +38,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from autellix.server.config import ServerConfig
@@ -35,6 +50,7 @@ from autellix.server.engine import (
     QueueFullError,
     SimEngine,
 )
+from autellix.server.metrics import Metrics
 from autellix.server.programs import InvalidIdError, ProgramRegistry, check_name, parse_call_id
 from autellix.server.protocol import (
     AssistantMessage,
@@ -137,6 +153,75 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+_COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
+
+
+class ApiKeys:
+    """ASGI middleware: API keys on ``/v1/*`` (401) and the per-key concurrency limit (429)."""
+
+    def __init__(
+        self, app: _ASGIApp, keys: tuple[str, ...], max_concurrent: int | None, metrics: Metrics
+    ) -> None:
+        self.app, self.keys, self.max_concurrent, self.metrics = app, keys, max_concurrent, metrics
+        self.in_flight: dict[str, int] = {}
+
+    def _key(self, scope: _Scope) -> str | None:
+        """The request's valid key ("" with authentication off), or ``None``."""
+        if not self.keys:
+            return ""
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                token = token.strip()
+                if scheme.lower() != "bearer" or not token:
+                    return None
+                # compare with every key, in constant time per key
+                found = None
+                for key in self.keys:
+                    if hmac.compare_digest(token.encode(), key.encode()):
+                        found = key
+                return found
+        return None
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path == "/v1" or path.startswith("/v1/")):
+            await self.app(scope, receive, send)
+            return
+        key = self._key(scope)
+        if key is None:
+            response = error_response(
+                401,
+                "missing or invalid API key: send Authorization: Bearer <key>",
+                "authentication_error",
+                "invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        if self.max_concurrent is None or path not in _COMPLETION_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight.get(key, 0) >= self.max_concurrent:
+            self.metrics.rejected.labels(reason="key_concurrency").inc()
+            response = error_response(
+                429,
+                f"this API key already has {self.max_concurrent} requests in flight",
+                "rate_limit_error",
+                "concurrency_limit",
+                headers={"Retry-After": "1"},
+            )
+            await response(scope, receive, send)
+            return
+        self.in_flight[key] = self.in_flight.get(key, 0) + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight[key] -= 1
+            if not self.in_flight[key]:
+                del self.in_flight[key]
+
+
 @dataclass
 class _Identity:
     program: int
@@ -160,6 +245,7 @@ class Server:
         )
         self.programs = ProgramRegistry()
         self.engine.on_programs_expired = self._expired
+        self.metrics = Metrics(self.engine)
 
     def _expired(self, programs: list[int]) -> None:
         for core in programs:
@@ -237,8 +323,12 @@ class Server:
 
     def settle(self, handle: CallHandle, anonymous: bool) -> None:
         """The response is over (sent, failed, or the client left): cancel what still runs."""
+        if handle.settled:
+            return
+        handle.settled = True
         if not handle.done:
             self.engine.cancel(handle)
+        self.metrics.call_ended(handle)
         self._release(handle.program, anonymous)
 
 
@@ -262,13 +352,33 @@ def _call_headers(server: Server, handle: CallHandle) -> dict[str, str]:
     }
 
 
-async def _collect(server: Server, handle: CallHandle, anonymous: bool) -> str:
+async def _collect(server: Server, handle: CallHandle, anonymous: bool, request: Request) -> str | None:
+    """The call's whole text, or ``None`` when the client left first (the call is cancelled)."""
     parts: list[str] = []
-    try:
+
+    async def read() -> None:
         while (token := await handle.tokens.get()) is not None:
             parts.append(token)
+
+    async def disconnected() -> None:
+        # the body is read already: the next message is the disconnect (or, with uvicorn, also
+        # the end of the response, but by then the reader has won)
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    reader = asyncio.ensure_future(read())
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait((reader, watcher), return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in (reader, watcher):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(reader, watcher, return_exceptions=True)
         server.settle(handle, anonymous)
+    if not reader.done() or reader.cancelled():
+        return None
+    reader.result()
     return "".join(parts)
 
 
@@ -292,6 +402,10 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     app = FastAPI(title="autellix", version=_version(), lifespan=lifespan)
     app.state.server = server
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
+    # added last, so it runs first: a request without a valid key is not even read
+    app.add_middleware(
+        ApiKeys, keys=cfg.api_keys, max_concurrent=cfg.max_concurrent_per_key, metrics=server.metrics
+    )
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -300,6 +414,7 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     @app.exception_handler(QueueFullError)
     async def _queue_full(request: Request, exc: QueueFullError) -> JSONResponse:
         retry = str(max(1, math.ceil(exc.retry_after)))
+        server.metrics.rejected.labels(reason="queue_full").inc()
         return error_response(429, str(exc), "rate_limit_error", "queue_full", headers={"Retry-After": retry})
 
     @app.exception_handler(RequestValidationError)
@@ -319,6 +434,10 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     async def health() -> dict[str, Any]:
         return {"status": "ok", "policy": server.engine.policy}
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(server.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/v1/models")
     async def models() -> ModelList:
         return ModelList(data=[ModelCard(id=cfg.model)])
@@ -328,7 +447,9 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         handle, anonymous = server.submit(request, body)
         rid, headers = f"chatcmpl-{handle.id}", _call_headers(server, handle)
         if not body.stream:
-            text = await _collect(server, handle, anonymous)
+            text = await _collect(server, handle, anonymous, request)
+            if text is None:
+                return Response(status_code=499)  # nobody reads it
             choice = ChatChoice(message=AssistantMessage(content=text), finish_reason=_reason(handle))
             done = ChatCompletion(id=rid, model=cfg.model, choices=[choice], usage=_usage(handle))
             return JSONResponse(done.model_dump(), headers=headers)
@@ -356,7 +477,9 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         handle, anonymous = server.submit(request, body)
         rid, headers = f"cmpl-{handle.id}", _call_headers(server, handle)
         if not body.stream:
-            text = await _collect(server, handle, anonymous)
+            text = await _collect(server, handle, anonymous, request)
+            if text is None:
+                return Response(status_code=499)  # nobody reads it
             choice = CompletionChoice(text=text, finish_reason=_reason(handle))
             done = Completion(id=rid, model=cfg.model, choices=[choice], usage=_usage(handle))
             return JSONResponse(done.model_dump(), headers=headers)

@@ -30,6 +30,11 @@ class ServerConfig:
     program_ttl: float = 600.0
     #: largest request body accepted, bytes (413 beyond)
     max_body_bytes: int = 1 << 20
+    #: API keys accepted as ``Authorization: Bearer <key>`` on every ``/v1/*`` route; empty (the
+    #: default) turns authentication off. ``/health`` and ``/metrics`` stay open.
+    api_keys: tuple[str, ...] = ()
+    #: requests in flight per API key (``None``: no limit); one more is refused with 429
+    max_concurrent_per_key: int | None = None
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -46,3 +51,7 @@ class ServerConfig:
             raise ValueError("max_running, default_max_tokens, max_body_bytes must be >= 1, max_queued >= 0")
         if not self.model:
             raise ValueError("model must not be empty")
+        if any(not key or key != key.strip() or "," in key for key in self.api_keys):
+            raise ValueError("API keys must be non-empty, without commas or surrounding whitespace")
+        if self.max_concurrent_per_key is not None and self.max_concurrent_per_key < 1:
+            raise ValueError("max_concurrent_per_key must be >= 1")

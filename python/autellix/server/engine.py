@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,12 +68,19 @@ class CallHandle:
     generated: int = 0
     finish_reason: str | None = None
     tokens: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    #: ``time.monotonic()`` at submission and at the first token (``None`` before it)
+    submitted_at: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    #: set once the server has settled the call (metrics recorded, anonymous program released)
+    settled: bool = False
 
     @property
     def done(self) -> bool:
         return self.finish_reason is not None
 
     def _deliver(self, token: str) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
         self.generated += 1
         self.tokens.put_nowait(token)
 
@@ -80,6 +88,22 @@ class CallHandle:
         if self.finish_reason is None:
             self.finish_reason = reason
             self.tokens.put_nowait(None)
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of an engine's load, read by ``GET /metrics`` at scrape time."""
+
+    #: waiting calls per priority level of the core's queue (index 0 = highest priority)
+    queue_depths: list[int] = field(default_factory=list)
+    running: int = 0
+    waiting: int = 0
+    #: running calls / batch slots, 0..1
+    load: float = 0.0
+    #: calls the core preempted since start (a call preempted twice counts twice)
+    preemptions: int = 0
+    #: programs in the core's process table
+    live_programs: int = 0
 
 
 class Engine(ABC):
@@ -123,6 +147,10 @@ class Engine(ABC):
     def live(self, call: int) -> bool:
         """Whether the core still holds ``call`` (waiting or running)."""
 
+    def stats(self) -> EngineStats:
+        """Load figures for ``/metrics`` (an engine without them reports zeros)."""
+        return EngineStats()
+
 
 class SimEngine(Engine):
     """The simulator's engine model run in real time, scheduled by the real core."""
@@ -158,6 +186,8 @@ class SimEngine(Engine):
         self._last_gc = 0.0
         #: engine iterations run so far
         self.iterations = 0
+        #: calls preempted by the core so far
+        self.preemptions = 0
 
     @property
     def policy(self) -> str:
@@ -255,6 +285,16 @@ class SimEngine(Engine):
     def live(self, call: int) -> bool:
         return call in self._scheduler
 
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            queue_depths=self._scheduler.queue_depths(0),
+            running=self.running,
+            waiting=self.waiting,
+            load=self.running / self.max_running,
+            preemptions=self.preemptions,
+            live_programs=self._scheduler.num_programs,
+        )
+
     def _collect_garbage(self, now: float) -> None:
         """Expire idle programs at most once per engine second (the step does it while busy)."""
         if now - self._last_gc >= 1.0:
@@ -276,6 +316,7 @@ class SimEngine(Engine):
                 0, self._now(), self.max_running, self.kv_tokens, finished=self._finished, decoded=decoded
             )
             self._finished, decoded = [], 0
+            self.preemptions += len(decision.preempted)
             self._expired(decision.expired_programs)
             running = [cid for cid in decision.running if cid in self._calls]
             self._running = set(running)
