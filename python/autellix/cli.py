@@ -416,19 +416,20 @@ def _run_trace(args: argparse.Namespace) -> int:
 # Functions that register one subcommand each (see module docstring).
 def _add_serve(subparsers: _Subparsers) -> None:
     from autellix._core import SchedulerConfig
-    from autellix.server.config import ServerConfig
+    from autellix.server.config import BALANCERS, ENGINES, ServerConfig
 
     d = ServerConfig()
     p = subparsers.add_parser(
         "serve",
-        help="run the OpenAI-compatible server on a simulated engine",
+        help="run the OpenAI-compatible server on a simulated engine or in front of upstream servers",
         description="Serve /v1/chat/completions and /v1/completions (SSE streaming too), /v1/models, "
         "/health, /metrics (Prometheus), GET /v1/programs/{id} and POST /v1/programs/{id}/finish. Calls are "
         "scheduled by the "
         "core as parts of agent programs: name the program with the X-Autellix-Program-Id header or a "
         "program_id body field (also X-Autellix-Thread-Id / thread_id, X-Autellix-Parent-Ids / "
-        "parent_ids). The engine is the simulator's cost model run in real time, producing "
-        "placeholder tokens.",
+        "parent_ids). The sim engine is the simulator's cost model run in real time, producing "
+        "placeholder tokens; the openai engine queues calls in autellix and forwards them, in policy "
+        "order, to OpenAI-compatible --upstream servers.",
     )
     p.add_argument("--host", default=d.host, help=f"address to bind (default: {d.host})")
     p.add_argument("--port", type=_int_at_least(0, "port"), default=d.port, help=f"default: {d.port}")
@@ -486,6 +487,38 @@ def _add_serve(subparsers: _Subparsers) -> None:
         help="completion requests in flight per API key before 429 (server-wide without keys; "
         "default: no limit)",
     )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=d.engine,
+        help="sim: the simulated engine; openai: forward calls to --upstream servers (default: sim)",
+    )
+    p.add_argument(
+        "--upstream",
+        action="append",
+        dest="upstreams",
+        metavar="URL",
+        help="base URL of an OpenAI-compatible server (vLLM, SGLang, llama.cpp, autellix) behind the "
+        "openai engine; repeat for several (required with --engine openai)",
+    )
+    p.add_argument(
+        "--max-inflight",
+        type=_int_at_least(1, "max inflight"),
+        default=d.max_inflight,
+        metavar="N",
+        help=f"calls in flight per upstream; the rest wait in autellix's queue (default: {d.max_inflight})",
+    )
+    p.add_argument(
+        "--balancer",
+        choices=BALANCERS,
+        default=d.balancer,
+        help=f"how calls are spread over upstreams (default: {d.balancer})",
+    )
+    p.add_argument(
+        "--upstream-priority",
+        action="store_true",
+        help="send each call's queue level as vLLM's 'priority' field (only for upstreams that accept it)",
+    )
     p.set_defaults(handler=_run_serve)
 
 
@@ -515,6 +548,11 @@ def _run_serve(args: argparse.Namespace) -> int:
             max_concurrent_per_key=args.max_concurrent_per_key,
             host=args.host,
             port=args.port,
+            engine=args.engine,
+            upstreams=tuple(args.upstreams or ()),
+            max_inflight=args.max_inflight,
+            balancer=args.balancer,
+            upstream_priority=args.upstream_priority,
         )
     except ValueError as exc:
         print(f"autellix serve: error: {exc}", file=sys.stderr)

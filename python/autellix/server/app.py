@@ -21,7 +21,8 @@ different values is a 400. A call without a program id is a program of its own, 
 call ends. Every error is an OpenAI-style ``{"error": {"message", "type", "code"}}`` body with a
 4xx status: 400 invalid body or ids, 401 missing or unknown API key, 404 unknown model / program
 / route, 413 body too large, 429 queue full or key over its concurrency limit (with
-``Retry-After``).
+``Retry-After``); and 502 when an upstream of the ``openai`` engine fails (connection refused, 5xx,
+broken stream): a streaming response already under way ends with an error event instead.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from autellix.server.protocol import (
     ProgramFinished,
     Usage,
 )
+from autellix.server.upstream import UpstreamEngine
 from autellix.sim.trace import estimate_tokens
 
 PROGRAM_HEADER = "x-autellix-program-id"
@@ -230,19 +232,34 @@ class _Identity:
     parents: list[int]
 
 
+def make_engine(config: ServerConfig) -> Engine:
+    """The engine ``config`` names: :class:`SimEngine` or :class:`UpstreamEngine`."""
+    if config.engine == "openai":
+        return UpstreamEngine(
+            config.upstreams,
+            policy=config.policy,
+            max_inflight=config.max_inflight,
+            max_queued=config.max_queued,
+            program_ttl=config.program_ttl,
+            balancer=config.balancer,
+            forward_priority=config.upstream_priority,
+        )
+    return SimEngine(
+        policy=config.policy,
+        preset=config.preset,
+        time_scale=config.time_scale,
+        max_running=config.max_running,
+        max_queued=config.max_queued,
+        program_ttl=config.program_ttl,
+    )
+
+
 class Server:
     """The state behind the routes: config, engine, program registry."""
 
     def __init__(self, config: ServerConfig, engine: Engine | None = None) -> None:
         self.config = config
-        self.engine: Engine = engine or SimEngine(
-            policy=config.policy,
-            preset=config.preset,
-            time_scale=config.time_scale,
-            max_running=config.max_running,
-            max_queued=config.max_queued,
-            program_ttl=config.program_ttl,
-        )
+        self.engine: Engine = engine or make_engine(config)
         self.programs = ProgramRegistry()
         self.engine.on_programs_expired = self._expired
         self.metrics = Metrics(self.engine)
@@ -304,6 +321,7 @@ class Server:
                 thread=who.thread,
                 parents=who.parents,
                 limit_reason="length" if requested is not None else "stop",
+                body=body,
             )
         except InvalidCallError as exc:
             self._release(who.program, who.anonymous)
@@ -382,6 +400,16 @@ async def _collect(server: Server, handle: CallHandle, anonymous: bool, request:
     return "".join(parts)
 
 
+def _upstream_error(handle: CallHandle) -> JSONResponse:
+    return error_response(502, handle.error or "upstream failed", "upstream_error", "upstream_failed")
+
+
+def _error_event(handle: CallHandle) -> str:
+    """The SSE event that ends a stream whose upstream failed (the official client raises it)."""
+    info = ErrorInfo(message=handle.error or "upstream failed", type="upstream_error", code="upstream_failed")
+    return f"data: {ErrorResponse(error=info).model_dump_json(exclude_none=True)}\n\n"
+
+
 def _sse(model: Any) -> str:
     return f"data: {model.model_dump_json(exclude_none=True)}\n\n"
 
@@ -450,6 +478,8 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
             text = await _collect(server, handle, anonymous, request)
             if text is None:
                 return Response(status_code=499)  # nobody reads it
+            if handle.error is not None:
+                return _upstream_error(handle)
             choice = ChatChoice(message=AssistantMessage(content=text), finish_reason=_reason(handle))
             done = ChatCompletion(id=rid, model=cfg.model, choices=[choice], usage=_usage(handle))
             return JSONResponse(done.model_dump(), headers=headers)
@@ -462,6 +492,9 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
                 while (token := await handle.tokens.get()) is not None:
                     delta = ChatChunkChoice(delta=DeltaMessage(content=token))
                     yield _sse(ChatCompletionChunk(id=rid, model=cfg.model, choices=[delta]))
+                if handle.error is not None:
+                    yield _error_event(handle)
+                    return
                 last = ChatChunkChoice(delta=DeltaMessage(), finish_reason=_reason(handle))
                 yield _sse(ChatCompletionChunk(id=rid, model=cfg.model, choices=[last]))
                 if include_usage:
@@ -480,6 +513,8 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
             text = await _collect(server, handle, anonymous, request)
             if text is None:
                 return Response(status_code=499)  # nobody reads it
+            if handle.error is not None:
+                return _upstream_error(handle)
             choice = CompletionChoice(text=text, finish_reason=_reason(handle))
             done = Completion(id=rid, model=cfg.model, choices=[choice], usage=_usage(handle))
             return JSONResponse(done.model_dump(), headers=headers)
@@ -489,6 +524,9 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
             try:
                 while (token := await handle.tokens.get()) is not None:
                     yield _sse(Completion(id=rid, model=cfg.model, choices=[CompletionChoice(text=token)]))
+                if handle.error is not None:
+                    yield _error_event(handle)
+                    return
                 last = CompletionChoice(text="", finish_reason=_reason(handle))
                 yield _sse(Completion(id=rid, model=cfg.model, choices=[last]))
                 if include_usage:

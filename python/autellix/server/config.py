@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from autellix._core import SchedulerConfig
 from autellix.sim.cost_model import PRESETS
 
+#: engines behind the server
+ENGINES = ("sim", "openai")
+#: balancers of the ``openai`` engine (:func:`autellix.balancer.make_balancer`)
+BALANCERS = ("program-aware", "least-loaded", "round-robin")
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -37,6 +42,18 @@ class ServerConfig:
     max_concurrent_per_key: int | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+    #: the engine: ``sim`` (the simulated engine) or ``openai`` (forward to ``upstreams``)
+    engine: str = "sim"
+    #: base URLs of the OpenAI-compatible servers behind the ``openai`` engine (``http://host:port``,
+    #: with or without ``/v1``); requests are forwarded with the client's ``model``
+    upstreams: tuple[str, ...] = ()
+    #: calls in flight per upstream (``openai`` engine); the rest wait in autellix's queue
+    max_inflight: int = 64
+    #: how the ``openai`` engine picks an upstream: program-aware, least-loaded or round-robin
+    balancer: str = "program-aware"
+    #: send the call's queue level as vLLM's ``priority`` body field (lower = more urgent); off by
+    #: default since other servers may reject unknown fields
+    upstream_priority: bool = False
 
     def __post_init__(self) -> None:
         if self.policy not in SchedulerConfig.policies():
@@ -55,3 +72,13 @@ class ServerConfig:
             raise ValueError("API keys must be non-empty, without commas or surrounding whitespace")
         if self.max_concurrent_per_key is not None and self.max_concurrent_per_key < 1:
             raise ValueError("max_concurrent_per_key must be >= 1")
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; choose from {', '.join(ENGINES)}")
+        if self.engine == "openai" and not self.upstreams:
+            raise ValueError("the openai engine needs at least one upstream URL")
+        if any(not url.startswith(("http://", "https://")) for url in self.upstreams):
+            raise ValueError("upstream URLs must start with http:// or https://")
+        if self.max_inflight < 1:
+            raise ValueError("max_inflight must be >= 1")
+        if self.balancer not in BALANCERS:
+            raise ValueError(f"unknown balancer {self.balancer!r}; choose from {', '.join(BALANCERS)}")

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from autellix._core import AutellixError, ProgramInfo, Scheduler, SchedulerConfig
+from autellix.server.protocol import ChatCompletionRequest, CompletionRequest
 from autellix.sim.cost_model import preset as engine_preset
 
 #: The text of every generated token (the simulated engine produces no real text).
@@ -73,6 +74,8 @@ class CallHandle:
     first_token_at: float | None = None
     #: set once the server has settled the call (metrics recorded, anonymous program released)
     settled: bool = False
+    #: why the call failed (finish reason ``"error"``): an upstream engine's failure
+    error: str | None = None
 
     @property
     def done(self) -> bool:
@@ -122,6 +125,8 @@ class Engine(ABC):
     @abstractmethod
     async def stop(self) -> None: ...
 
+    #: ``submit`` gets the request ``body`` (the prompt and sampling fields), which an engine that
+    #: forwards calls uses and the simulated engine ignores
     @abstractmethod
     def submit(
         self,
@@ -132,6 +137,7 @@ class Engine(ABC):
         thread: int = 0,
         parents: Sequence[int] = (),
         limit_reason: str = "length",
+        body: ChatCompletionRequest | CompletionRequest | None = None,
     ) -> CallHandle: ...
 
     @abstractmethod
@@ -229,6 +235,7 @@ class SimEngine(Engine):
         thread: int = 0,
         parents: Sequence[int] = (),
         limit_reason: str = "length",
+        body: ChatCompletionRequest | CompletionRequest | None = None,
     ) -> CallHandle:
         if self.waiting >= self.max_queued:
             raise QueueFullError(
