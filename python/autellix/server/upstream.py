@@ -307,12 +307,16 @@ class UpstreamEngine(Engine):
                 if response.status_code >= 300:
                     detail = (await response.aread()).decode("utf-8", "replace")[:500]
                     raise _UpstreamFailure(f"HTTP {response.status_code}: {detail}")
+                done = False
                 async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
+                    # Read past [DONE] to the end of the body: a fully read response returns its
+                    # connection to the pool; breaking out would close it (a new TCP connect per call).
+                    if done or not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
-                        break
+                        done = True
+                        continue
                     reason = self._relay(upstream, handle, json.loads(data)) or reason
         except asyncio.CancelledError:
             raise
