@@ -110,14 +110,24 @@ class EngineStats:
 
 
 class Engine(ABC):
-    """What the server needs of an engine (all methods run on the server's event loop)."""
+    """What the server needs of an engine (all methods run on the server's event loop).
+
+    Every engine schedules with one core ``_scheduler`` on its own clock ``_now()``; the
+    process-table reads and idle-program expiry that only need those live here.
+    """
 
     #: called with the core ids of programs the core expired (idle past their TTL)
     on_programs_expired: Callable[[list[int]], None] | None = None
+    _scheduler: Scheduler
+    _last_gc: float = 0.0
+
+    @abstractmethod
+    def _now(self) -> float:
+        """The core's clock, in seconds."""
 
     @property
-    @abstractmethod
-    def policy(self) -> str: ...
+    def policy(self) -> str:
+        return self._scheduler.policy
 
     @abstractmethod
     async def start(self) -> None: ...
@@ -143,19 +153,32 @@ class Engine(ABC):
     @abstractmethod
     def cancel(self, call: CallHandle) -> None: ...
 
-    @abstractmethod
-    def program(self, program: int) -> ProgramInfo: ...
+    def program(self, program: int) -> ProgramInfo:
+        try:
+            return self._scheduler.program(program)
+        except AutellixError as exc:
+            raise ProgramNotFoundError(str(exc)) from None
 
     @abstractmethod
     def end_program(self, program: int) -> list[int]: ...
 
-    @abstractmethod
     def live(self, call: int) -> bool:
         """Whether the core still holds ``call`` (waiting or running)."""
+        return call in self._scheduler
 
     def stats(self) -> EngineStats:
         """Load figures for ``/metrics`` (an engine without them reports zeros)."""
         return EngineStats()
+
+    def _collect_garbage(self, now: float) -> None:
+        """Expire idle programs at most once per engine second (the step does it while busy)."""
+        if now - self._last_gc >= 1.0:
+            self._last_gc = now
+            self._expired(self._scheduler.collect_garbage(now))
+
+    def _expired(self, programs: list[int]) -> None:
+        if programs and self.on_programs_expired is not None:
+            self.on_programs_expired(programs)
 
 
 class SimEngine(Engine):
@@ -194,10 +217,6 @@ class SimEngine(Engine):
         self.iterations = 0
         #: calls preempted by the core so far
         self.preemptions = 0
-
-    @property
-    def policy(self) -> str:
-        return self._scheduler.policy
 
     @property
     def waiting(self) -> int:
@@ -269,12 +288,6 @@ class SimEngine(Engine):
         call._end("abort")
         self._wake.set()
 
-    def program(self, program: int) -> ProgramInfo:
-        try:
-            return self._scheduler.program(program)
-        except AutellixError as exc:
-            raise ProgramNotFoundError(str(exc)) from None
-
     def end_program(self, program: int) -> list[int]:
         try:
             aborted = self._scheduler.end_program(program, self._now())
@@ -289,9 +302,6 @@ class SimEngine(Engine):
                 handle._end("abort")
         return aborted
 
-    def live(self, call: int) -> bool:
-        return call in self._scheduler
-
     def stats(self) -> EngineStats:
         return EngineStats(
             queue_depths=self._scheduler.queue_depths(0),
@@ -301,16 +311,6 @@ class SimEngine(Engine):
             preemptions=self.preemptions,
             live_programs=self._scheduler.num_programs,
         )
-
-    def _collect_garbage(self, now: float) -> None:
-        """Expire idle programs at most once per engine second (the step does it while busy)."""
-        if now - self._last_gc >= 1.0:
-            self._last_gc = now
-            self._expired(self._scheduler.collect_garbage(now))
-
-    def _expired(self, programs: list[int]) -> None:
-        if programs and self.on_programs_expired is not None:
-            self.on_programs_expired(programs)
 
     async def _loop(self) -> None:
         decoded = 0

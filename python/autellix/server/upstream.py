@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from autellix._core import AutellixError, CallState, ProgramInfo, Scheduler, SchedulerConfig
+from autellix._core import AutellixError, CallState, Scheduler, SchedulerConfig
 from autellix.balancer import make_balancer
 from autellix.server.engine import (
     CallHandle,
@@ -98,10 +98,6 @@ class UpstreamEngine(Engine):
         self._last_gc = 0.0
         #: calls the core preempted (they kept running upstream) or handed back for want of a slot
         self.preemptions = 0
-
-    @property
-    def policy(self) -> str:
-        return self._scheduler.policy
 
     @property
     def inflight(self) -> int:
@@ -190,12 +186,6 @@ class UpstreamEngine(Engine):
             self._scheduler.abort(call.id, self._now())
         self._pump(upstream)
 
-    def program(self, program: int) -> ProgramInfo:
-        try:
-            return self._scheduler.program(program)
-        except AutellixError as exc:
-            raise ProgramNotFoundError(str(exc)) from None
-
     def end_program(self, program: int) -> list[int]:
         try:
             aborted = self._scheduler.end_program(program, self._now())
@@ -209,9 +199,6 @@ class UpstreamEngine(Engine):
         for upstream in sorted(touched):
             self._pump(upstream)
         return aborted
-
-    def live(self, call: int) -> bool:
-        return call in self._scheduler
 
     def stats(self) -> EngineStats:
         depths: list[int] = []
@@ -347,16 +334,10 @@ class UpstreamEngine(Engine):
 
     # -- programs ---------------------------------------------------------------------------
 
-    def _collect_garbage(self, now: float) -> None:
-        if now - self._last_gc >= 1.0:
-            self._last_gc = now
-            self._expired(self._scheduler.collect_garbage(now))
-
     def _expired(self, programs: list[int]) -> None:
         for program in programs:
             self._balancer.forget(program)
-        if programs and self.on_programs_expired is not None:
-            self.on_programs_expired(programs)
+        super()._expired(programs)
 
 
 class _UpstreamFailure(Exception):
