@@ -400,6 +400,47 @@ async def _collect(server: Server, handle: CallHandle, anonymous: bool, request:
     return "".join(parts)
 
 
+async def _plain_text(
+    server: Server, handle: CallHandle, anonymous: bool, request: Request
+) -> str | Response:
+    """A non-streamed call's text, or the response that replaces it (client gone, upstream failed)."""
+    text = await _collect(server, handle, anonymous, request)
+    if text is None:
+        return Response(status_code=499)  # nobody reads it
+    if handle.error is not None:
+        return _upstream_error(handle)
+    return text
+
+
+async def _events(
+    server: Server,
+    handle: CallHandle,
+    anonymous: bool,
+    *,
+    token: Callable[[str], Any],
+    last: Callable[[], Any],
+    usage: Callable[[], Any] | None,
+    first: Any = None,
+) -> AsyncIterator[str]:
+    """The SSE body of a streamed call: ``first`` (if any), a chunk per token, the closing chunk
+    (built once the finish reason is known), the usage chunk when asked for, ``[DONE]``; an error
+    event instead of the close when the upstream failed."""
+    try:
+        if first is not None:
+            yield _sse(first)
+        while (text := await handle.tokens.get()) is not None:
+            yield _sse(token(text))
+        if handle.error is not None:
+            yield _error_event(handle)
+            return
+        yield _sse(last())
+        if usage is not None:
+            yield _sse(usage())
+        yield "data: [DONE]\n\n"
+    finally:
+        server.settle(handle, anonymous)
+
+
 def _upstream_error(handle: CallHandle) -> JSONResponse:
     return error_response(502, handle.error or "upstream failed", "upstream_error", "upstream_failed")
 
@@ -408,6 +449,10 @@ def _error_event(handle: CallHandle) -> str:
     """The SSE event that ends a stream whose upstream failed (the official client raises it)."""
     info = ErrorInfo(message=handle.error or "upstream failed", type="upstream_error", code="upstream_failed")
     return f"data: {ErrorResponse(error=info).model_dump_json(exclude_none=True)}\n\n"
+
+
+def _wants_usage(body: ChatCompletionRequest | CompletionRequest) -> bool:
+    return bool((body.stream_options or {}).get("include_usage"))
 
 
 def _sse(model: Any) -> str:
@@ -475,67 +520,51 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         handle, anonymous = server.submit(request, body)
         rid, headers = f"chatcmpl-{handle.id}", _call_headers(server, handle)
         if not body.stream:
-            text = await _collect(server, handle, anonymous, request)
-            if text is None:
-                return Response(status_code=499)  # nobody reads it
-            if handle.error is not None:
-                return _upstream_error(handle)
+            text = await _plain_text(server, handle, anonymous, request)
+            if isinstance(text, Response):
+                return text
             choice = ChatChoice(message=AssistantMessage(content=text), finish_reason=_reason(handle))
             done = ChatCompletion(id=rid, model=cfg.model, choices=[choice], usage=_usage(handle))
             return JSONResponse(done.model_dump(), headers=headers)
-        include_usage = bool((body.stream_options or {}).get("include_usage"))
 
-        async def events() -> AsyncIterator[str]:
-            try:
-                first = ChatChunkChoice(delta=DeltaMessage(role="assistant", content=""))
-                yield _sse(ChatCompletionChunk(id=rid, model=cfg.model, choices=[first]))
-                while (token := await handle.tokens.get()) is not None:
-                    delta = ChatChunkChoice(delta=DeltaMessage(content=token))
-                    yield _sse(ChatCompletionChunk(id=rid, model=cfg.model, choices=[delta]))
-                if handle.error is not None:
-                    yield _error_event(handle)
-                    return
-                last = ChatChunkChoice(delta=DeltaMessage(), finish_reason=_reason(handle))
-                yield _sse(ChatCompletionChunk(id=rid, model=cfg.model, choices=[last]))
-                if include_usage:
-                    yield _sse(ChatCompletionChunk(id=rid, model=cfg.model, choices=[], usage=_usage(handle)))
-                yield "data: [DONE]\n\n"
-            finally:
-                server.settle(handle, anonymous)
+        def chunk(*choices: ChatChunkChoice, usage: Usage | None = None) -> ChatCompletionChunk:
+            return ChatCompletionChunk(id=rid, model=cfg.model, choices=list(choices), usage=usage)
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+        events = _events(
+            server,
+            handle,
+            anonymous,
+            first=chunk(ChatChunkChoice(delta=DeltaMessage(role="assistant", content=""))),
+            token=lambda text: chunk(ChatChunkChoice(delta=DeltaMessage(content=text))),
+            last=lambda: chunk(ChatChunkChoice(delta=DeltaMessage(), finish_reason=_reason(handle))),
+            usage=(lambda: chunk(usage=_usage(handle))) if _wants_usage(body) else None,
+        )
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
     @app.post("/v1/completions", response_model=None)
     async def completions(request: Request, body: CompletionRequest) -> Response:
         handle, anonymous = server.submit(request, body)
         rid, headers = f"cmpl-{handle.id}", _call_headers(server, handle)
         if not body.stream:
-            text = await _collect(server, handle, anonymous, request)
-            if text is None:
-                return Response(status_code=499)  # nobody reads it
-            if handle.error is not None:
-                return _upstream_error(handle)
+            text = await _plain_text(server, handle, anonymous, request)
+            if isinstance(text, Response):
+                return text
             choice = CompletionChoice(text=text, finish_reason=_reason(handle))
             done = Completion(id=rid, model=cfg.model, choices=[choice], usage=_usage(handle))
             return JSONResponse(done.model_dump(), headers=headers)
-        include_usage = bool((body.stream_options or {}).get("include_usage"))
 
-        async def events() -> AsyncIterator[str]:
-            try:
-                while (token := await handle.tokens.get()) is not None:
-                    yield _sse(Completion(id=rid, model=cfg.model, choices=[CompletionChoice(text=token)]))
-                if handle.error is not None:
-                    yield _error_event(handle)
-                    return
-                last = CompletionChoice(text="", finish_reason=_reason(handle))
-                yield _sse(Completion(id=rid, model=cfg.model, choices=[last]))
-                if include_usage:
-                    yield _sse(Completion(id=rid, model=cfg.model, choices=[], usage=_usage(handle)))
-                yield "data: [DONE]\n\n"
-            finally:
-                server.settle(handle, anonymous)
+        def chunk(*choices: CompletionChoice, usage: Usage | None = None) -> Completion:
+            return Completion(id=rid, model=cfg.model, choices=list(choices), usage=usage)
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+        events = _events(
+            server,
+            handle,
+            anonymous,
+            token=lambda text: chunk(CompletionChoice(text=text)),
+            last=lambda: chunk(CompletionChoice(text="", finish_reason=_reason(handle))),
+            usage=(lambda: chunk(usage=_usage(handle))) if _wants_usage(body) else None,
+        )
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
     def _program(name: str) -> int:
         try:

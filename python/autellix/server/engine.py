@@ -25,7 +25,7 @@ import contextlib
 import itertools
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from autellix._core import AutellixError, ProgramInfo, Scheduler, SchedulerConfig
@@ -120,6 +120,14 @@ class Engine(ABC):
     on_programs_expired: Callable[[list[int]], None] | None = None
     _scheduler: Scheduler
     _last_gc: float = 0.0
+    _calls: dict[int, CallHandle]
+    _ids: Iterator[int]
+    max_queued: int
+
+    @property
+    @abstractmethod
+    def waiting(self) -> int:
+        """Calls queued in the core, not yet running."""
 
     @abstractmethod
     def _now(self) -> float:
@@ -169,6 +177,45 @@ class Engine(ABC):
     def stats(self) -> EngineStats:
         """Load figures for ``/metrics`` (an engine without them reports zeros)."""
         return EngineStats()
+
+    def _check_room(self) -> None:
+        """Before a new call: refuse it while ``max_queued`` calls already wait (HTTP 429), and
+        expire idle programs (so a balancer forgets them before it places the call)."""
+        if self.waiting >= self.max_queued:
+            raise QueueFullError(
+                f"the server is at capacity: {self.waiting} calls are already waiting", retry_after=1.0
+            )
+        self._collect_garbage(self._now())
+
+    def _enter(
+        self,
+        program: int,
+        prompt_tokens: int,
+        max_tokens: int,
+        *,
+        thread: int,
+        parents: Sequence[int],
+        limit_reason: str,
+        engine: int = 0,
+    ) -> CallHandle:
+        """Queue a new call in the core on ``engine`` and keep its handle; the core's refusal
+        (unknown or foreign parents, ...) becomes :class:`InvalidCallError`."""
+        call = next(self._ids)
+        try:
+            self._scheduler.submit(
+                call,
+                program,
+                self._now(),
+                thread=thread,
+                engine=engine,
+                parents=list(parents) or None,
+                prompt_tokens=prompt_tokens,
+            )
+        except AutellixError as exc:
+            raise InvalidCallError(str(exc)) from None
+        handle = CallHandle(call, program, prompt_tokens, max_tokens, limit_reason=limit_reason)
+        self._calls[call] = handle
+        return handle
 
     def _collect_garbage(self, now: float) -> None:
         """Expire idle programs at most once per engine second (the step does it while busy)."""
@@ -256,26 +303,15 @@ class SimEngine(Engine):
         limit_reason: str = "length",
         body: ChatCompletionRequest | CompletionRequest | None = None,
     ) -> CallHandle:
-        if self.waiting >= self.max_queued:
-            raise QueueFullError(
-                f"the server is at capacity: {self.waiting} calls are already waiting", retry_after=1.0
-            )
+        self._check_room()
         if prompt_tokens + max_tokens > self.kv_tokens:
             raise InvalidCallError(
                 f"the prompt ({prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceed the engine's "
                 f"KV capacity of {self.kv_tokens} tokens"
             )
-        now = self._now()
-        self._collect_garbage(now)
-        call = next(self._ids)
-        try:
-            self._scheduler.submit(
-                call, program, now, thread=thread, parents=list(parents) or None, prompt_tokens=prompt_tokens
-            )
-        except AutellixError as exc:
-            raise InvalidCallError(str(exc)) from None
-        handle = CallHandle(call, program, prompt_tokens, max_tokens, limit_reason=limit_reason)
-        self._calls[call] = handle
+        handle = self._enter(
+            program, prompt_tokens, max_tokens, thread=thread, parents=parents, limit_reason=limit_reason
+        )
         self._wake.set()
         return handle
 

@@ -45,7 +45,6 @@ from autellix.server.engine import (
     EngineStats,
     InvalidCallError,
     ProgramNotFoundError,
-    QueueFullError,
 )
 from autellix.server.protocol import ChatCompletionRequest, CompletionRequest
 
@@ -149,28 +148,18 @@ class UpstreamEngine(Engine):
     ) -> CallHandle:
         if body is None:
             raise InvalidCallError("the openai engine forwards request bodies; none was given")
-        if self.waiting >= self.max_queued:
-            raise QueueFullError(
-                f"the server is at capacity: {self.waiting} calls are already waiting", retry_after=1.0
-            )
-        now = self._now()
-        self._collect_garbage(now)
+        self._check_room()
         upstream = self._balancer.choose(program, prompt_tokens, self._live)
-        call = next(self._ids)
-        try:
-            self._scheduler.submit(
-                call,
-                program,
-                now,
-                thread=thread,
-                engine=upstream,
-                parents=list(parents) or None,
-                prompt_tokens=prompt_tokens,
-            )
-        except AutellixError as exc:
-            raise InvalidCallError(str(exc)) from None
-        handle = CallHandle(call, program, prompt_tokens, max_tokens, limit_reason=limit_reason)
-        self._calls[call] = handle
+        handle = self._enter(
+            program,
+            prompt_tokens,
+            max_tokens,
+            thread=thread,
+            parents=parents,
+            limit_reason=limit_reason,
+            engine=upstream,
+        )
+        call = handle.id
         self._engine_of[call] = upstream
         self._bodies[call] = _forwarded(body)
         self._live[upstream] += 1
