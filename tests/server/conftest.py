@@ -16,6 +16,10 @@ import uvicorn
 
 from autellix.server import ServerConfig, create_app
 
+#: The simulated engine's model name, and a short prompt, shared by the server tests.
+MODEL = "autellix-sim"
+MSG: list[Any] = [{"role": "user", "content": "Plan a trip to Paris in three steps."}]
+
 
 @dataclass
 class Running:
@@ -79,3 +83,15 @@ def serve() -> Iterator[Callable[..., Running]]:
     for server, thread in started:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def finish_time(c: openai.OpenAI, program: str, done: dict[str, float]) -> threading.Thread:
+    """Start a short chat call of ``program`` in a thread that records when it finished."""
+
+    def run() -> None:
+        c.chat.completions.create(model=MODEL, messages=MSG, max_tokens=5, extra_body={"program_id": program})
+        done[program] = time.monotonic()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread

@@ -6,14 +6,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from autellix import Client
 
-from .conftest import Running
-
-MODEL = "autellix-sim"
-MSG: list[Any] = [{"role": "user", "content": "Plan a trip to Paris in three steps."}]
+from .conftest import MODEL, MSG, Running
 
 Serve = Callable[..., Running]
 

@@ -11,10 +11,8 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import Running, wait_for
+from .conftest import MODEL, MSG, Running, wait_for
 
-MODEL = "autellix-sim"
-MSG: list[Any] = [{"role": "user", "content": "Plan a trip to Paris in three steps."}]
 LONG = 100_000
 
 Serve = Callable[..., Running]

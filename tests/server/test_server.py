@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,10 +9,8 @@ import httpx
 import openai
 import pytest
 
-from .conftest import Running, wait_for
+from .conftest import MODEL, MSG, Running, finish_time, wait_for
 
-MODEL = "autellix-sim"
-MSG: list[Any] = [{"role": "user", "content": "Plan a trip to Paris in three steps."}]
 LONG = 100_000  # max_tokens of a call that runs until the test closes it
 
 Serve = Callable[..., Running]
@@ -122,16 +118,6 @@ def test_anonymous_call_is_its_own_program(serve: Serve) -> None:
         assert h.get(f"/v1/programs/{name}").status_code == 404
 
 
-def _finish_time(c: openai.OpenAI, program: str, done: dict[str, float]) -> threading.Thread:
-    def run() -> None:
-        c.chat.completions.create(model=MODEL, messages=MSG, max_tokens=5, extra_body={"program_id": program})
-        done[program] = time.monotonic()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
 @pytest.mark.parametrize(("policy", "first"), [("plas", "fresh"), ("fcfs", "busy")])
 def test_priority_under_contention(serve: Serve, policy: str, first: str) -> None:
     """One slot. Program ``busy`` has a long call running (lots of attained service) and then
@@ -146,9 +132,9 @@ def test_priority_under_contention(serve: Serve, policy: str, first: str) -> Non
         model=MODEL, messages=MSG, max_tokens=LONG, stream=True, extra_body={"program_id": "busy"}
     ) as blocker:
         next(iter(blocker))
-        busy = _finish_time(c, "busy", done)
+        busy = finish_time(c, "busy", done)
         wait_for(lambda: s.program("busy")["active_calls"] == 2)
-        fresh = _finish_time(c, "fresh", done)
+        fresh = finish_time(c, "fresh", done)
 
         def fresh_arrived() -> bool:
             with s.http() as h:
@@ -168,7 +154,7 @@ def test_queue_full_is_429_with_retry_after(serve: Serve) -> None:
     done: dict[str, float] = {}
     with c.chat.completions.create(model=MODEL, messages=MSG, max_tokens=LONG, stream=True) as blocker:
         next(iter(blocker))
-        waiting = _finish_time(c, "waiting", done)
+        waiting = finish_time(c, "waiting", done)
         wait_for(lambda: _exists(s, "waiting"))
         with pytest.raises(openai.RateLimitError) as err:
             c.chat.completions.create(model=MODEL, messages=MSG, max_tokens=2)

@@ -3,7 +3,6 @@ servers on loopback), driven by the official ``openai`` client."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,10 +12,8 @@ import pytest
 
 from autellix.server import ServerConfig
 
-from .conftest import Running, _free_port, wait_for
+from .conftest import MODEL, MSG, Running, _free_port, finish_time, wait_for
 
-MODEL = "autellix-sim"
-MSG: list[Any] = [{"role": "user", "content": "Plan a trip to Paris in three steps."}]
 LONG_MSG: list[Any] = [{"role": "user", "content": "word " * 2500}]  # ~2800 estimated tokens
 LONG = 100_000  # max_tokens of a call that runs until the test closes it
 
@@ -109,16 +106,6 @@ def test_program_tagging_reaches_the_front(serve: Serve) -> None:
         assert h.get("/v1/programs/agent").status_code == 404
 
 
-def _finish_time(c: openai.OpenAI, program: str, done: dict[str, float]) -> threading.Thread:
-    def run() -> None:
-        c.chat.completions.create(model=MODEL, messages=MSG, max_tokens=5, extra_body={"program_id": program})
-        done[program] = time.monotonic()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
 @pytest.mark.parametrize(("policy", "first"), [("plas", "fresh"), ("fcfs", "busy")])
 def test_front_decides_priority(serve: Serve, policy: str, first: str) -> None:
     """One upstream slot. ``busy`` has attained service and a call in flight, then queues a
@@ -133,9 +120,9 @@ def test_front_decides_priority(serve: Serve, policy: str, first: str) -> None:
     ) as blocker:
         next(iter(blocker))
         wait_for(lambda: front.program("busy")["attained_service"] > 0.1)
-        busy = _finish_time(c, "busy", done)
+        busy = finish_time(c, "busy", done)
         wait_for(lambda: front.program("busy")["active_calls"] == 2)
-        fresh = _finish_time(c, "fresh", done)
+        fresh = finish_time(c, "fresh", done)
         wait_for(lambda: _live(front, "fresh") == 1)
         time.sleep(0.05)
         assert done == {}  # both wait in the front's queue behind the blocker
