@@ -19,7 +19,7 @@ from autellix._core import (
     SchedulerConfig,
     __version__,
 )
-from autellix.client import Client
+from autellix.client import AsyncClient, Client
 from autellix.exceptions import (
     AutellixError,
     ConfigError,
@@ -37,6 +37,7 @@ from autellix.exceptions import (
 
 __all__ = [
     "DECODE_STEP_SECONDS",
+    "AsyncClient",
     "AutellixError",
     "CallInfo",
     "CallState",

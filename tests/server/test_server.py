@@ -270,7 +270,9 @@ def test_bad_requests_of_other_kinds(serve: Serve) -> None:
         assert _error(h.post("/v1/programs/nobody/finish"), 404)["code"] == "program_not_found"
         assert _error(h.get("/v1/programs/bad%20id"), 400)["code"] == "invalid_id"
         assert _error(h.get("/v1/nothing-here"), 404)["type"] == "not_found_error"
-        assert _error(h.get("/v1/chat/completions"), 405)["type"] == "invalid_request_error"
+        wrong_method = h.get("/v1/chat/completions")
+        assert _error(wrong_method, 405)["type"] == "invalid_request_error"
+        assert wrong_method.headers["allow"] == "POST"
     # the official client raises its typed errors
     c = s.client()
     with pytest.raises(openai.NotFoundError):

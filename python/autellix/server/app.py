@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import hmac
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -96,10 +96,33 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, message: str, type_: str, code: str | None = None, headers: dict[str, str] | None = None
+    status: int, message: str, type_: str, code: str | None = None, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     body = ErrorResponse(error=ErrorInfo(message=message, type=type_, code=code))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+_ERROR_DOCS = {
+    400: "invalid body, parameters or ids",
+    401: "missing or unknown API key",
+    404: "unknown model or program",
+    413: "request body too large",
+    429: "queue full or API key over its concurrency limit (with Retry-After)",
+    502: "an upstream of the openai engine failed",
+}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a route that can fail with ``statuses`` (all ``ErrorResponse``)."""
+    return {status: {"model": ErrorResponse, "description": _ERROR_DOCS[status]} for status in statuses}
+
+
+def _completion_docs(model: type[Any]) -> dict[int | str, dict[str, Any]]:
+    """``responses`` of a completion route: ``model`` as JSON, or an SSE stream with ``stream: true``."""
+    # one server-sent event: a JSON chunk, an error object, or ``[DONE]``
+    event = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
+    stream = {"text/event-stream": {"schema": event}}
+    return {200: {"model": model, "content": stream}, **_errors(400, 401, 404, 413, 429, 502)}
 
 
 class BodyLimit:
@@ -501,7 +524,7 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(exc.status_code, str(exc.detail), kind)
+        return error_response(exc.status_code, str(exc.detail), kind, headers=exc.headers)  # 405: Allow
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -511,11 +534,11 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     async def metrics() -> Response:
         return Response(server.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=_errors(401))
     async def models() -> ModelList:
         return ModelList(data=[ModelCard(id=cfg.model)])
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post("/v1/chat/completions", response_model=None, responses=_completion_docs(ChatCompletion))
     async def chat(request: Request, body: ChatCompletionRequest) -> Response:
         handle, anonymous = server.submit(request, body)
         rid, headers = f"chatcmpl-{handle.id}", _call_headers(server, handle)
@@ -541,7 +564,7 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         )
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
-    @app.post("/v1/completions", response_model=None)
+    @app.post("/v1/completions", response_model=None, responses=_completion_docs(Completion))
     async def completions(request: Request, body: CompletionRequest) -> Response:
         handle, anonymous = server.submit(request, body)
         rid, headers = f"cmpl-{handle.id}", _call_headers(server, handle)
@@ -576,7 +599,7 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
             raise ApiError(404, f"no program {name!r}", "not_found_error", "program_not_found")
         return core
 
-    @app.get("/v1/programs/{program_id}")
+    @app.get("/v1/programs/{program_id}", responses=_errors(400, 401, 404))
     async def program(program_id: str) -> ProgramEntry:
         core = _program(program_id)
         try:
@@ -601,7 +624,7 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
             live_calls=[f"chatcmpl-{c}" for c in info.live_calls],
         )
 
-    @app.post("/v1/programs/{program_id}/finish")
+    @app.post("/v1/programs/{program_id}/finish", responses=_errors(400, 401, 404))
     async def finish(program_id: str) -> ProgramFinished:
         core = _program(program_id)
         server.programs.forget(core)

@@ -7,12 +7,13 @@ lets the server cancel calls and end programs. Every engine schedules with the r
 :class:`SimEngine` runs one asyncio task (on the server's event loop, so no locking) that loops:
 
 1. ``decision = scheduler.step(0, now, max_running, kv_tokens, finished=..., decoded=...)``;
-2. sleeps for one iteration of the batch, ``preset.step_time(...)`` of the simulator's cost model
+2. waits out one iteration of the batch, ``preset.step_time(...)`` of the simulator's cost model
    (newly admitted calls are prefilled, the rest decode one token), times ``time_scale``;
 3. gives every call of the batch one placeholder token; a call that reached its token budget
    finishes and is reported to the core at the next step.
 
-The core's clock is *engine time*: wall seconds since start divided by ``time_scale``, so quanta,
+The core's clock is *engine time*: wall seconds since start divided by ``time_scale`` (read from
+``time.perf_counter``: uvloop's ``loop.time()`` only ticks in milliseconds), so quanta,
 service and waiting times in the process table are in seconds of the simulated GPU whatever the
 scale. Preempted calls simply receive no tokens until the core admits them again. The task waits
 on an :class:`asyncio.Event` while no call is live.
@@ -34,6 +35,8 @@ from autellix.sim.cost_model import preset as engine_preset
 
 #: The text of every generated token (the simulated engine produces no real text).
 PLACEHOLDER_TOKEN = " tok"
+#: Wall seconds the simulated engine may fall behind its cost model and still catch up.
+_MAX_LAG = 0.05
 
 
 class EngineError(AutellixError):
@@ -274,11 +277,11 @@ class SimEngine(Engine):
         return len(self._running)
 
     def _now(self) -> float:
-        return (asyncio.get_running_loop().time() - self._t0) / self.time_scale
+        return (time.perf_counter() - self._t0) / self.time_scale
 
     async def start(self) -> None:
         if self._task is None:
-            self._t0 = asyncio.get_running_loop().time()
+            self._t0 = time.perf_counter()
             self._task = asyncio.create_task(self._loop(), name="autellix-sim-engine")
 
     async def stop(self) -> None:
@@ -350,10 +353,16 @@ class SimEngine(Engine):
 
     async def _loop(self) -> None:
         decoded = 0
+        #: wall time at which the iteration under way ends. Iterations are paced against it rather
+        #: than by sleeping each one's length: event-loop timers have millisecond resolution (asyncio
+        #: rounds up, uvloop to the nearest) while an iteration at a small time_scale lasts
+        #: microseconds, so a late wake-up is made up by the next iterations (up to _MAX_LAG).
+        deadline = time.perf_counter()
         while True:
             if not self._calls and not self._finished:
                 self._wake.clear()
                 await self._wake.wait()
+                deadline = time.perf_counter()
                 continue
             decision = self._scheduler.step(
                 0, self._now(), self.max_running, self.kv_tokens, finished=self._finished, decoded=decoded
@@ -366,6 +375,7 @@ class SimEngine(Engine):
             if not running:  # nothing fits now; wait for a submit or a cancel
                 self._wake.clear()
                 await self._wake.wait()
+                deadline = time.perf_counter()
                 continue
             admitted = set(decision.admitted)
             prefill = decode_seqs = decode_context = 0
@@ -380,7 +390,8 @@ class SimEngine(Engine):
                     decode_seqs += 1
                     decode_context += context
             seconds = self._preset.step_time(prefill, attention, decode_seqs, decode_context)
-            await asyncio.sleep(seconds * self.time_scale)
+            deadline = max(deadline, time.perf_counter() - _MAX_LAG) + seconds * self.time_scale
+            await asyncio.sleep(max(0.0, deadline - time.perf_counter()))  # 0 still lets the handlers run
             self.iterations += 1
             decoded = 1
             for cid in running:

@@ -1,0 +1,730 @@
+#!/usr/bin/env python3
+"""An agent workload replayed through ``autellix serve``: the same ordering benefit as the simulator?
+
+Standalone script (not collected by pytest)::
+
+    python benches/bench_serve_replay.py                   # 80 ShareGPT programs, fcfs + plas, ~2.5 min
+    python benches/bench_serve_replay.py --quick           # CI smoke run: 10 small programs, ~15 s
+    python benches/bench_serve_replay.py --policies fcfs,plas,atlas
+    python benches/bench_serve_replay.py --workload mixed --programs 30 --rate 1
+    python benches/bench_serve_replay.py --json benches/results/serve_replay.json
+
+One workload (``autellix.sim.workload.generate``: programs, Poisson arrivals, seed) is run per
+policy on the server and in the simulator, on the same simulated engine:
+
+* **server replay**: for each policy a fresh ``python -m autellix serve`` subprocess (the ``sim``
+  engine: the simulator's cost model run in real time at ``--time-scale`` wall seconds per engine
+  second, scheduled by the real core) on a free loopback port; this process replays the programs
+  with one ``httpx.AsyncClient``. Each program starts at its scaled arrival time and issues its
+  calls as the spec's DAG allows: a call is sent ``tool_wait x time_scale`` wall seconds after its
+  last parent's response arrived (after the arrival for a root), so the parallel threads of a LATS
+  program run in parallel and a ShareGPT / BFCL chain runs turn after turn. Every call is a
+  non-streamed chat completion tagged ``X-Autellix-Program-Id`` (``X-Autellix-Thread-Id`` for a
+  program of several threads, ``X-Autellix-Parent-Ids`` with the parents' call ids), with
+  ``max_tokens`` = the call's output tokens and one user message whose text the server counts as
+  exactly the call's prompt tokens (``autellix.sim.trace.estimate_tokens`` is the server's count;
+  each response's ``usage`` is checked against the spec). The program ends with
+  ``POST /v1/programs/{id}/finish``. A program's latency is the wall time from its scheduled
+  arrival to its last response, divided by ``time_scale`` (engine seconds);
+* **simulator**: ``autellix.sim.cluster.simulate`` on the same programs, configured as the server's
+  engine (below);
+* **simulator, calibrated**: the same, each iteration longer by what the server's engine loop
+  was measured to add per iteration (below).
+
+Reported per policy: the paper's metric, latency per token (program latency / its output tokens),
+mean / P50 / P99 over programs, from each side; and the ratio FCFS / policy (> 1: the policy
+beats FCFS) from each side. The claim under test: the server's ratio has the simulator's
+direction and a similar size.
+
+The default load saturates the engine: 80 ShareGPT programs at 4 programs/s into a batch of 12
+calls (``--max-running``), so calls queue at the engine for minutes of engine time and the order
+the core picks matters. (At 64 slots, the server's default, the same load hardly queues and every
+policy gives the same latency.) The run's length is set by the slowest program (tens of calls
+with think times between them), hence the time scale of 0.07.
+
+How the simulator is set up to model the server's ``SimEngine`` (``autellix/server/engine.py``):
+
+* one engine, ``max_batch`` = the server's ``max_running``, the same preset;
+* one scheduler call per iteration (``steps_per_schedule=1``), as the server steps the core once
+  per iteration;
+* no prefix caching (the server's engine keeps no KV between calls: every call prefills its whole
+  prompt), and ``swap="recompute"`` (a call the server preempts keeps no KV: it is prefilled again,
+  prompt plus tokens so far, when readmitted);
+* the core's default ``SchedulerConfig`` (quanta from 25 ms, boundaries 50 ms ... 1.6 s, starvation
+  beta 8), which the server uses, instead of ``SimConfig``'s 32 s quantum;
+* no scheduler CPU time per round (the simulator's ``schedule_time``): the server's iteration is
+  the cost model's ``step_time`` only.
+
+What still differs:
+
+* the server's engine clock is wall time / time_scale, and each iteration waits
+  ``step_time x time_scale`` on an asyncio timer, then does the loop's own work, so an iteration
+  takes longer than the cost model says: the timer is rounded up to epoll's whole millisecond
+  and the Python work (and the HTTP round trip between a response and the next call) is added,
+  all scaled up by 1 / time_scale in engine time. At the default scale a full-batch iteration of
+  ~13 ms engine time takes ~0.9 ms wall of sleep plus ~0.5 ms more, i.e. ~7 ms engine time more:
+  the server's engine is ~1.5x slower than the simulator's, and more saturated. Before each replay
+  the script probes the idle server with a full batch of calls of two lengths and takes the
+  difference as the per-iteration excess, and the calibrated simulator adds its mean over the
+  probes to every iteration (``EnginePreset.iteration_overhead``). Under the replay's load the
+  loop wakes for other reasons too, so the excess varies; the calibration is an estimate;
+* the simulator schedules KV in blocks and keeps a little headroom per batch slot, the server
+  counts tokens against the whole KV capacity (neither binds at the default load);
+* prompt text is filler of the right token count: no context is actually shared between turns,
+  which neither engine could use without prefix caching.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from autellix._core import SchedulerConfig
+from autellix.sim import cost_model
+from autellix.sim.cluster import simulate
+from autellix.sim.config import SimConfig
+from autellix.sim.metrics import Distribution
+from autellix.sim.spec import CallSpec, ProgramSpec
+from autellix.sim.trace import estimate_tokens
+from autellix.sim.workload import WORKLOADS, generate
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "autellix-sim"
+#: policies the server and the core know (``vllm`` is a simulator-only engine configuration)
+POLICIES = ("fcfs", "mlfq", "plas", "atlas")
+BASELINE = "fcfs"
+#: filler text of the prompts (ASCII: the server counts ``len / 4.5`` tokens)
+_FILLER = "the agent reads the tool output and plans its next step. " * 64
+_ROLE_PREFIX = "user: "  # what the server puts before a message's content (``prompt_text``)
+
+# -- the simulator, configured as the server's engine ------------------------------------------
+
+
+class ServerLikeSimConfig(SimConfig):
+    """A :class:`SimConfig` whose core gets the server's scheduler settings: the core's defaults
+    (``SimEngine`` builds ``SchedulerConfig(policy, program_ttl=...)``), not the 32 s quantum."""
+
+    def scheduler_config(self) -> SchedulerConfig:
+        return SchedulerConfig("fcfs" if self.scheduler == "vllm" else self.scheduler)
+
+
+class _NoSchedulerCpuPreset(cost_model.EnginePreset):
+    """The preset without the per-round scheduler CPU time, which the server's engine does not add."""
+
+    def schedule_time(self, running_seqs: int) -> float:
+        return 0.0
+
+
+def server_like_preset(name: str, extra_iteration_s: float = 0.0) -> cost_model.EnginePreset:
+    """The preset ``name`` as the server's engine runs it, each iteration ``extra_iteration_s``
+    engine seconds longer (the calibration, see :func:`probe_iteration_overhead`)."""
+    p = cost_model.preset(name)
+    return _NoSchedulerCpuPreset(
+        name=p.name,
+        model=p.model,
+        hardware=p.hardware,
+        tensor_parallel=p.tensor_parallel,
+        gpu_memory_utilization=p.gpu_memory_utilization,
+        block_size=p.block_size,
+        iteration_overhead=p.iteration_overhead + extra_iteration_s,
+    )
+
+
+def sim_config(args: argparse.Namespace, policy: str) -> SimConfig:
+    return ServerLikeSimConfig(
+        workload=args.workload,
+        rate=args.rate,
+        programs=args.programs,
+        seed=args.seed,
+        scheduler=policy,
+        engines=1,
+        preset=args.preset,
+        swap="recompute",
+        max_batch=args.max_running,
+        steps_per_schedule=1,
+        prefix_caching=False,
+    )
+
+
+def run_simulator(
+    args: argparse.Namespace, programs: Sequence[ProgramSpec], policy: str, extra_iteration_s: float = 0.0
+) -> dict[str, Any]:
+    preset = server_like_preset(args.preset, extra_iteration_s)
+    result = simulate(sim_config(args, policy), programs, preset=preset)
+    latency = [o.finish - o.arrival if o.finish >= 0 else math.nan for o in result.outcomes]
+    return {
+        **_summary(latency, programs),
+        "errors": 0,
+        "preemptions": result.preemptions,
+        "makespan_s": result.makespan,
+        "wall_s": result.wall_seconds,
+    }
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _start(argv: list[str], url: str, timeout: float = 30.0) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "python"), env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise SystemExit(f"autellix serve exited with status {proc.returncode}:\n{err[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                assert proc.stderr is not None  # no longer read: keep a full pipe from blocking it
+                proc.stderr.close()
+                proc.stderr = None
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise SystemExit(f"autellix serve did not answer /health within {timeout:.0f} s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
+def serve_argv(args: argparse.Namespace, policy: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "autellix",
+        "serve",
+        "--port",
+        str(port),
+        "--policy",
+        policy,
+        "--preset",
+        args.preset,
+        "--time-scale",
+        repr(args.time_scale),
+        "--max-running",
+        str(args.max_running),
+        "--max-queued",
+        "1000000",
+        "--model",
+        MODEL,
+    ]
+
+
+# -- the replay ---------------------------------------------------------------------------------
+
+
+def prompt_text(tokens: int) -> str:
+    """Message content the server counts as ``tokens`` prompt tokens (with its ``user: `` prefix)."""
+    chars = max(len(_ROLE_PREFIX), round(4.5 * tokens)) - len(_ROLE_PREFIX)
+    filler = _FILLER * (chars // len(_FILLER) + 1)
+    content = filler[:chars]
+    assert estimate_tokens(_ROLE_PREFIX + content) == tokens, tokens
+    return content
+
+
+class CallFailed(Exception):
+    pass
+
+
+@dataclass
+class Replay:
+    """What one policy's replay measured."""
+
+    latency: dict[int, float] = field(default_factory=dict)  # program id -> engine seconds
+    errors: list[str] = field(default_factory=list)
+    calls_ok: int = 0
+    token_mismatches: int = 0
+
+
+async def _post_call(
+    client: httpx.AsyncClient, name: str, spec: CallSpec, threads: int, parents: list[str]
+) -> str:
+    headers = {"X-Autellix-Program-Id": name}
+    if threads > 1:
+        headers["X-Autellix-Thread-Id"] = f"t{spec.thread}"
+    if parents:
+        headers["X-Autellix-Parent-Ids"] = ",".join(parents)
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt_text(spec.prompt_tokens)}],
+        "max_tokens": spec.output_tokens,
+    }
+    response = await client.post("/v1/chat/completions", json=body, headers=headers)
+    if response.status_code != 200:
+        raise CallFailed(f"{name} call {spec.index}: HTTP {response.status_code}: {response.text[:300]}")
+    usage = response.json()["usage"]
+    if usage["prompt_tokens"] != spec.prompt_tokens or usage["completion_tokens"] != spec.output_tokens:
+        raise CallFailed(
+            f"{name} call {spec.index}: usage {usage} != ({spec.prompt_tokens}, {spec.output_tokens})"
+        )
+    return response.headers["X-Autellix-Call-Id"]
+
+
+async def _program(
+    client: httpx.AsyncClient, spec: ProgramSpec, t0: float, scale: float, out: Replay
+) -> None:
+    loop = asyncio.get_running_loop()
+    name = f"replay-{spec.id}"
+    start = t0 + spec.arrival * scale
+    await asyncio.sleep(max(0.0, start - loop.time()))
+    done: list[asyncio.Future[float]] = [loop.create_future() for _ in spec.calls]
+    ids: list[str] = [""] * len(spec.calls)
+    threads = spec.threads
+
+    async def call(c: CallSpec) -> None:
+        ready = start
+        for p in c.parents:
+            ready = max(ready, await done[p])
+        await asyncio.sleep(max(0.0, ready + c.tool_wait * scale - loop.time()))
+        ids[c.index] = await _post_call(client, name, c, threads, [ids[p] for p in c.parents])
+        out.calls_ok += 1
+        done[c.index].set_result(loop.time())
+
+    tasks = [asyncio.ensure_future(call(c)) for c in spec.calls]
+    try:
+        await asyncio.gather(*tasks)
+    except (CallFailed, httpx.HTTPError, KeyError, ValueError) as exc:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        out.errors.append(f"{type(exc).__name__}: {exc}")
+        return
+    finally:
+        for t in tasks:
+            t.cancel()
+    end = max(f.result() for f in done)
+    finished = await client.post(f"/v1/programs/{name}/finish")
+    if finished.status_code != 200 or finished.json()["aborted_calls"]:
+        out.errors.append(f"{name}: finish answered {finished.status_code}: {finished.text[:300]}")
+        return
+    out.latency[spec.id] = (end - start) / scale
+
+
+async def replay(
+    url: str,
+    programs: Sequence[ProgramSpec],
+    scale: float,
+    deadline_s: float,
+    on_done: Callable[[], None] = lambda: None,
+) -> Replay:
+    """Replay ``programs`` against the server at ``url``; programs still running ``deadline_s``
+    wall seconds after the start are cancelled (counted as not done)."""
+    out = Replay()
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    timeout = httpx.Timeout(None, connect=10.0)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time() + 0.2
+
+        async def one(spec: ProgramSpec) -> None:
+            try:
+                await _program(client, spec, t0, scale, out)
+            except Exception as exc:  # a bug of the replay itself: report it, do not hide it
+                out.errors.append(f"replay-{spec.id}: {type(exc).__name__}: {exc}")
+            on_done()
+
+        tasks = [asyncio.ensure_future(one(p)) for p in programs]
+        _, pending = await asyncio.wait(tasks, timeout=deadline_s)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if pending:
+            out.errors.append(f"{len(pending)} programs still running after the {deadline_s:.0f} s deadline")
+    return out
+
+
+def _preemptions(url: str) -> int | None:
+    try:
+        text = httpx.get(url + "/metrics", timeout=5.0).text
+    except httpx.HTTPError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("autellix_preemptions_total "):
+            return int(float(line.split()[1]))
+    return None
+
+
+PROBE_PROMPT_TOKENS = 64
+
+
+async def probe_iteration_overhead(url: str, args: argparse.Namespace, tokens: int) -> float:
+    """Engine seconds the server's iterations take beyond the cost model, per iteration.
+
+    Sends ``max_running`` anonymous calls at once to the idle server (a full batch, as under the
+    replay's load), of ``tokens`` output tokens, then again of ``tokens // 4``, and compares the
+    difference of the median call's wall time / time_scale with the cost model's time for the
+    extra decode iterations. The fixed costs of a call (HTTP, the wait for the current
+    iteration, the prefill) cancel out; what remains is the wall time the engine loop adds per
+    iteration (asyncio's timer resolution: epoll waits in whole milliseconds; the loop's Python
+    work), seen in engine seconds.
+    """
+    n, prompt = args.max_running, PROBE_PROMPT_TOKENS
+    short = max(1, tokens // 4)
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(60.0)) as client:
+
+        async def one(max_tokens: int) -> float:
+            body = {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": prompt_text(prompt)}],
+                "max_tokens": max_tokens,
+            }
+            start = time.perf_counter()
+            response = await client.post("/v1/chat/completions", json=body)
+            response.raise_for_status()
+            return time.perf_counter() - start
+
+        async def batch(max_tokens: int) -> float:
+            walls = sorted(await asyncio.gather(*(one(max_tokens) for _ in range(n))))
+            return walls[len(walls) // 2]
+
+        await batch(1)  # warm-up: connections, first-request costs of the server
+        long_wall = await batch(tokens)
+        short_wall = await batch(short)
+    preset = cost_model.preset(args.preset)
+    model = sum(preset.step_time(0, 0.0, n, n * (prompt + i)) for i in range(short, tokens))
+    measured = (long_wall - short_wall) / args.time_scale
+    return max(0.0, (measured - model) / (tokens - short)) if tokens > short else 0.0
+
+
+def run_server(
+    args: argparse.Namespace,
+    programs: Sequence[ProgramSpec],
+    policy: str,
+    deadline_s: float,
+    on_done: Callable[[], None] = lambda: None,
+) -> dict[str, Any]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _start(serve_argv(args, policy, port), url)
+    try:
+        extra = asyncio.run(probe_iteration_overhead(url, args, args.probe_tokens))
+        preemptions_before = _preemptions(url) or 0
+        started = time.perf_counter()
+        got = asyncio.run(replay(url, programs, args.time_scale, deadline_s, on_done))
+        wall = time.perf_counter() - started
+        preemptions = _preemptions(url)
+        if preemptions is not None:
+            preemptions -= preemptions_before
+    finally:
+        _stop(proc)
+    latency = [got.latency.get(p.id, math.nan) for p in programs]
+    ends = [p.arrival + lat for p, lat in zip(programs, latency, strict=True) if not math.isnan(lat)]
+    first = min((p.arrival for p in programs), default=0.0)
+    return {
+        **_summary(latency, programs),
+        "errors": len(got.errors),
+        "error_messages": got.errors[:10],
+        "calls_ok": got.calls_ok,
+        "preemptions": preemptions,
+        "makespan_s": max(ends, default=first) - first,
+        "wall_s": wall,
+        "extra_iteration_s": extra,
+    }
+
+
+# -- figures ------------------------------------------------------------------------------------
+
+
+def _summary(latency: Sequence[float], programs: Sequence[ProgramSpec]) -> dict[str, Any]:
+    """Per-token latency and latency distributions over the finished programs (NaN = unfinished)."""
+    done = [(lat, p) for lat, p in zip(latency, programs, strict=True) if not math.isnan(lat)]
+    per_token = [lat / max(1, p.output_tokens) for lat, p in done]
+    return {
+        "programs_done": len(done),
+        "per_token_s": asdict(Distribution.of(per_token)),
+        "latency_s": asdict(Distribution.of([lat for lat, _ in done])),
+        "program_latency_s": [None if math.isnan(x) else x for x in latency],
+    }
+
+
+def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """FCFS / policy of mean, P50 and P99 per-token latency (> 1: the policy beats FCFS)."""
+    base = results[BASELINE]["per_token_s"]
+    return {
+        policy: {k: base[k] / r["per_token_s"][k] for k in ("mean", "p50", "p99")}
+        for policy, r in results.items()
+        if policy != BASELINE
+    }
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN / infinity replaced by ``None`` (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+SIDES = {
+    "server": "server replay",
+    "sim": "simulator",
+    "sim_calibrated": "simulator, calibrated",
+}
+
+
+def _report(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(Console().width, 132))
+    cfg = result["config"]
+    table = Table(
+        title=f"{cfg['programs']} {cfg['workload']} programs at {cfg['rate']:g}/s (seed {cfg['seed']}), "
+        f"{cfg['preset']}, max_running {cfg['max_running']}: latency per output token, engine ms/token "
+        f"(server at time scale {cfg['time_scale']:g})",
+        title_justify="left",
+    )
+    for col in ("policy", "side", "mean", "P50", "P99", "done", "errors", "preempt", "makespan s", "wall s"):
+        table.add_column(col, justify="left" if col in ("policy", "side") else "right")
+    for policy in cfg["policies"]:
+        for side, label in SIDES.items():
+            r = result[side][policy]
+            d = r["per_token_s"]
+            table.add_row(
+                policy if side == "server" else "",
+                label,
+                f"{d['mean'] * 1e3:.1f}",
+                f"{d['p50'] * 1e3:.1f}",
+                f"{d['p99'] * 1e3:.1f}",
+                f"{r['programs_done']}/{cfg['programs']}",
+                str(r["errors"]),
+                "?" if r["preemptions"] is None else str(r["preemptions"]),
+                f"{r['makespan_s']:.0f}",
+                f"{r['wall_s']:.1f}",
+                end_section=side == "sim_calibrated",
+            )
+    console.print(table)
+    ratios = Table(
+        title=f"{BASELINE.upper()} / policy, per-token latency (> 1: the policy beats {BASELINE.upper()})",
+        title_justify="left",
+    )
+    for col in ("policy", "side", "mean", "P50", "P99"):
+        ratios.add_column(col, justify="left" if col in ("policy", "side") else "right")
+    for policy in cfg["policies"][1:]:
+        for side, label in SIDES.items():
+            q = result["ratios"][side][policy]
+            ratios.add_row(
+                policy if side == "server" else "", label, *(f"{q[k]:.2f}" for k in ("mean", "p50", "p99"))
+            )
+    console.print(ratios)
+    extra = result["calibration"]["extra_iteration_s"]
+    console.print(
+        f"[dim]calibrated: each simulated iteration {extra * 1e3:.1f} ms longer, what the server's engine "
+        f"loop measured per iteration beyond the cost model (mean of the probes before each replay: "
+        + ", ".join(f"{p} {v * 1e3:.1f} ms" for p, v in result["calibration"]["per_policy"].items())
+        + ")[/dim]"
+    )
+    probes = list(result["calibration"]["per_policy"].values())
+    if min(probes) > 0 and max(probes) / min(probes) > 1.5:
+        console.print(
+            "[yellow]the probes differ by more than 1.5x: the machine's load changed between the "
+            "replays (other processes?), so the server's policies ran on engines of different "
+            "speeds; rerun on a quiet machine before reading the server's ratios[/yellow]"
+        )
+    for policy in cfg["policies"]:
+        errs = result["server"][policy]["error_messages"]
+        if errs:
+            console.print(f"[red]{policy}: {len(errs)} errors, first: {errs[0]}[/red]")
+    for side in ("sim", "sim_calibrated"):
+        same = result["agreement"][side]
+        color = "green" if same else "red"
+        console.print(
+            f"[{color}]server ratios (mean and P99, every policy) on the same side of 1 as the "
+            f"{SIDES[side]}: {'yes' if same else 'no'}[/{color}]"
+        )
+
+
+def _policies(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in names if p not in POLICIES]
+    if bad or BASELINE not in names or len(names) < 2 or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"a comma-separated list of distinct policies from {', '.join(POLICIES)}, with {BASELINE} "
+            f"and at least one other, got {text!r}"
+        )
+    return [BASELINE] + [p for p in names if p != BASELINE]
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+DEFAULTS = {  # name: (default, --quick)
+    "programs": (80, 10),
+    "max_running": (12, 4),
+    "time_scale": (0.07, 0.02),
+    "tool_wait_scale": (1.0, 0.25),
+    "probe_tokens": (200, 50),
+    "policies": ([BASELINE, "plas"], [BASELINE, "plas"]),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    d = {k: f"default: {v[0]}; --quick: {v[1]}" for k, v in DEFAULTS.items()}
+    p.add_argument("--workload", choices=WORKLOADS, default="sharegpt", help="default: sharegpt")
+    p.add_argument("--programs", type=int, default=None, help=f"agent programs ({d['programs']})")
+    p.add_argument("--rate", type=float, default=4.0, help="program arrivals per second (default: 4)")
+    p.add_argument("--seed", type=int, default=0, help="workload seed (default: 0)")
+    p.add_argument(
+        "--policies", type=_policies, default=None, help="comma-separated, with fcfs (default: fcfs,plas)"
+    )
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=None,
+        help=f"server: wall seconds per engine second ({d['time_scale']})",
+    )
+    p.add_argument("--max-running", type=int, default=None, help=f"batch slots ({d['max_running']})")
+    p.add_argument("--preset", default="llama3.1-8b-a100", help="engine preset (default: llama3.1-8b-a100)")
+    p.add_argument(
+        "--tool-wait-scale",
+        type=float,
+        default=None,
+        help=f"multiplies the workload's tool / think waits ({d['tool_wait_scale']})",
+    )
+    p.add_argument(
+        "--probe-tokens",
+        type=int,
+        default=None,
+        help=f"output tokens of each calibration probe call ({d['probe_tokens']})",
+    )
+    p.add_argument("--quick", action="store_true", help="CI smoke run: 10 small programs, ~30 s")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    args = p.parse_args(argv)
+    for name, (full, small) in DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, small if args.quick else full)
+    if min(args.programs, args.max_running, args.probe_tokens) < 1:
+        p.error("--programs, --max-running and --probe-tokens must be >= 1")
+    if not (args.rate > 0 and args.time_scale > 0):
+        p.error("--rate and --time-scale must be > 0")
+    if not args.tool_wait_scale >= 0 or args.seed < 0:
+        p.error("--tool-wait-scale and --seed must be >= 0")
+    if args.preset not in cost_model.PRESETS:
+        p.error(f"unknown preset {args.preset!r}; choose from {', '.join(cost_model.PRESETS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark, print its tables; returns the result (what ``--json`` writes)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    args = parse_args(argv)
+    programs = generate(
+        args.workload, args.programs, args.rate, args.seed, tool_wait_scale=args.tool_wait_scale
+    )
+    sim = {policy: run_simulator(args, programs, policy) for policy in args.policies}
+    # a replay gets 4x the simulator's slowest makespan (in wall seconds) plus 30 s, then gives up
+    deadline = 4.0 * max(r["makespan_s"] for r in sim.values()) * args.time_scale + 30.0
+    server: dict[str, dict[str, Any]] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=args.no_progress,
+    ) as progress:
+        for policy in args.policies:
+            task = progress.add_task(f"replay through autellix serve --policy {policy}", total=len(programs))
+            server[policy] = run_server(
+                args, programs, policy, deadline, on_done=lambda t=task: progress.advance(t)
+            )
+    probes = {policy: r["extra_iteration_s"] for policy, r in server.items()}
+    extra = sum(probes.values()) / len(probes)
+    calibrated = {policy: run_simulator(args, programs, policy, extra) for policy in args.policies}
+    results = {"server": server, "sim": sim, "sim_calibrated": calibrated}
+    ratios = {side: _ratios(r) for side, r in results.items()}
+    agreement = {
+        side: all(
+            (ratios["server"][p][k] - 1) * (ratios[side][p][k] - 1) > 0
+            for p in ratios[side]
+            for k in ("mean", "p99")
+        )
+        for side in ("sim", "sim_calibrated")
+    }
+    result: dict[str, Any] = {
+        "config": {
+            "workload": args.workload,
+            "programs": args.programs,
+            "rate": args.rate,
+            "seed": args.seed,
+            "policies": args.policies,
+            "time_scale": args.time_scale,
+            "max_running": args.max_running,
+            "preset": args.preset,
+            "tool_wait_scale": args.tool_wait_scale,
+            "probe_tokens": args.probe_tokens,
+            "quick": args.quick,
+            "sim_config": {
+                **{k: v for k, v in sim_config(args, BASELINE).as_dict().items() if k != "scheduler"},
+                "scheduler_config": "the core's defaults, as the server",
+                "schedule_time": 0.0,
+            },
+        },
+        "workload": {
+            "calls": sum(len(p.calls) for p in programs),
+            "output_tokens": sum(p.output_tokens for p in programs),
+            "last_arrival_s": max(p.arrival for p in programs),
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "units": "engine seconds; per_token_s = a program's latency / its output tokens",
+        **results,
+        "calibration": {"extra_iteration_s": extra, "per_policy": probes},
+        "ratios": ratios,
+        "agreement": agreement,
+    }
+    _report(result)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(_finite(result), indent=2, allow_nan=False) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
