@@ -3,7 +3,7 @@
 
 Standalone script (not collected by pytest)::
 
-    python benches/bench_serve_replay.py                   # 80 ShareGPT programs, fcfs + plas, ~2.5 min
+    python benches/bench_serve_replay.py                   # 80 ShareGPT programs, fcfs + plas, ~1.5 min
     python benches/bench_serve_replay.py --quick           # CI smoke run: 10 small programs, ~15 s
     python benches/bench_serve_replay.py --policies fcfs,plas,atlas
     python benches/bench_serve_replay.py --workload mixed --programs 30 --rate 1
@@ -27,9 +27,7 @@ policy on the server and in the simulator, on the same simulated engine:
   ``POST /v1/programs/{id}/finish``. A program's latency is the wall time from its scheduled
   arrival to its last response, divided by ``time_scale`` (engine seconds);
 * **simulator**: ``autellix.sim.cluster.simulate`` on the same programs, configured as the server's
-  engine (below);
-* **simulator, calibrated**: the same, each iteration longer by what the server's engine loop
-  was measured to add per iteration (below).
+  engine (below).
 
 Reported per policy: the paper's metric, latency per token (program latency / its output tokens),
 mean / P50 / P99 over programs, from each side; and the ratio FCFS / policy (> 1: the policy
@@ -57,17 +55,14 @@ How the simulator is set up to model the server's ``SimEngine`` (``autellix/serv
 
 What still differs:
 
-* the server's engine clock is wall time / time_scale, and each iteration waits
-  ``step_time x time_scale`` on an asyncio timer, then does the loop's own work, so an iteration
-  takes longer than the cost model says: the timer is rounded up to epoll's whole millisecond
-  and the Python work (and the HTTP round trip between a response and the next call) is added,
-  all scaled up by 1 / time_scale in engine time. At the default scale a full-batch iteration of
-  ~13 ms engine time takes ~0.9 ms wall of sleep plus ~0.5 ms more, i.e. ~7 ms engine time more:
-  the server's engine is ~1.5x slower than the simulator's, and more saturated. Before each replay
-  the script probes the idle server with a full batch of calls of two lengths and takes the
-  difference as the per-iteration excess, and the calibrated simulator adds its mean over the
-  probes to every iteration (``EnginePreset.iteration_overhead``). Under the replay's load the
-  loop wakes for other reasons too, so the excess varies; the calibration is an estimate;
+* the server's engine clock is wall time / time_scale, and it paces its iterations against that
+  clock: each iteration ends at a ``perf_counter`` deadline ``step_time x time_scale`` after the
+  previous one's, not after a fresh sleep, so a late timer wake-up or the loop's own work is
+  caught up by the next iterations (as long as the engine is at most 50 ms of wall time behind).
+  Its engine time therefore follows the cost model, as the simulator's does. What remains
+  different is small: the HTTP round trip between a response and the next call of a program
+  (engine time the simulator does not spend, scaled up by 1 / time_scale), and the loop's own
+  Python work when the machine is loaded enough that the engine falls further behind;
 * the simulator schedules KV in blocks and keeps a little headroom per batch slot, the server
   counts tokens against the whole KV capacity (neither binds at the default load);
 * prompt text is filler of the right token count: no context is actually shared between turns,
@@ -130,9 +125,8 @@ class _NoSchedulerCpuPreset(cost_model.EnginePreset):
         return 0.0
 
 
-def server_like_preset(name: str, extra_iteration_s: float = 0.0) -> cost_model.EnginePreset:
-    """The preset ``name`` as the server's engine runs it, each iteration ``extra_iteration_s``
-    engine seconds longer (the calibration, see :func:`probe_iteration_overhead`)."""
+def server_like_preset(name: str) -> cost_model.EnginePreset:
+    """The preset ``name`` as the server's engine runs it (no scheduler CPU time per round)."""
     p = cost_model.preset(name)
     return _NoSchedulerCpuPreset(
         name=p.name,
@@ -141,7 +135,7 @@ def server_like_preset(name: str, extra_iteration_s: float = 0.0) -> cost_model.
         tensor_parallel=p.tensor_parallel,
         gpu_memory_utilization=p.gpu_memory_utilization,
         block_size=p.block_size,
-        iteration_overhead=p.iteration_overhead + extra_iteration_s,
+        iteration_overhead=p.iteration_overhead,
     )
 
 
@@ -161,10 +155,8 @@ def sim_config(args: argparse.Namespace, policy: str) -> SimConfig:
     )
 
 
-def run_simulator(
-    args: argparse.Namespace, programs: Sequence[ProgramSpec], policy: str, extra_iteration_s: float = 0.0
-) -> dict[str, Any]:
-    preset = server_like_preset(args.preset, extra_iteration_s)
+def run_simulator(args: argparse.Namespace, programs: Sequence[ProgramSpec], policy: str) -> dict[str, Any]:
+    preset = server_like_preset(args.preset)
     result = simulate(sim_config(args, policy), programs, preset=preset)
     latency = [o.finish - o.arrival if o.finish >= 0 else math.nan for o in result.outcomes]
     return {
@@ -380,48 +372,6 @@ def _preemptions(url: str) -> int | None:
     return None
 
 
-PROBE_PROMPT_TOKENS = 64
-
-
-async def probe_iteration_overhead(url: str, args: argparse.Namespace, tokens: int) -> float:
-    """Engine seconds the server's iterations take beyond the cost model, per iteration.
-
-    Sends ``max_running`` anonymous calls at once to the idle server (a full batch, as under the
-    replay's load), of ``tokens`` output tokens, then again of ``tokens // 4``, and compares the
-    difference of the median call's wall time / time_scale with the cost model's time for the
-    extra decode iterations. The fixed costs of a call (HTTP, the wait for the current
-    iteration, the prefill) cancel out; what remains is the wall time the engine loop adds per
-    iteration (asyncio's timer resolution: epoll waits in whole milliseconds; the loop's Python
-    work), seen in engine seconds.
-    """
-    n, prompt = args.max_running, PROBE_PROMPT_TOKENS
-    short = max(1, tokens // 4)
-    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(60.0)) as client:
-
-        async def one(max_tokens: int) -> float:
-            body = {
-                "model": MODEL,
-                "messages": [{"role": "user", "content": prompt_text(prompt)}],
-                "max_tokens": max_tokens,
-            }
-            start = time.perf_counter()
-            response = await client.post("/v1/chat/completions", json=body)
-            response.raise_for_status()
-            return time.perf_counter() - start
-
-        async def batch(max_tokens: int) -> float:
-            walls = sorted(await asyncio.gather(*(one(max_tokens) for _ in range(n))))
-            return walls[len(walls) // 2]
-
-        await batch(1)  # warm-up: connections, first-request costs of the server
-        long_wall = await batch(tokens)
-        short_wall = await batch(short)
-    preset = cost_model.preset(args.preset)
-    model = sum(preset.step_time(0, 0.0, n, n * (prompt + i)) for i in range(short, tokens))
-    measured = (long_wall - short_wall) / args.time_scale
-    return max(0.0, (measured - model) / (tokens - short)) if tokens > short else 0.0
-
-
 def run_server(
     args: argparse.Namespace,
     programs: Sequence[ProgramSpec],
@@ -433,7 +383,6 @@ def run_server(
     url = f"http://127.0.0.1:{port}"
     proc = _start(serve_argv(args, policy, port), url)
     try:
-        extra = asyncio.run(probe_iteration_overhead(url, args, args.probe_tokens))
         preemptions_before = _preemptions(url) or 0
         started = time.perf_counter()
         got = asyncio.run(replay(url, programs, args.time_scale, deadline_s, on_done))
@@ -454,7 +403,6 @@ def run_server(
         "preemptions": preemptions,
         "makespan_s": max(ends, default=first) - first,
         "wall_s": wall,
-        "extra_iteration_s": extra,
     }
 
 
@@ -497,7 +445,6 @@ def _finite(value: Any) -> Any:
 SIDES = {
     "server": "server replay",
     "sim": "simulator",
-    "sim_calibrated": "simulator, calibrated",
 }
 
 
@@ -530,7 +477,7 @@ def _report(result: dict[str, Any]) -> None:
                 "?" if r["preemptions"] is None else str(r["preemptions"]),
                 f"{r['makespan_s']:.0f}",
                 f"{r['wall_s']:.1f}",
-                end_section=side == "sim_calibrated",
+                end_section=side == "sim",
             )
     console.print(table)
     ratios = Table(
@@ -546,31 +493,16 @@ def _report(result: dict[str, Any]) -> None:
                 policy if side == "server" else "", label, *(f"{q[k]:.2f}" for k in ("mean", "p50", "p99"))
             )
     console.print(ratios)
-    extra = result["calibration"]["extra_iteration_s"]
-    console.print(
-        f"[dim]calibrated: each simulated iteration {extra * 1e3:.1f} ms longer, what the server's engine "
-        f"loop measured per iteration beyond the cost model (mean of the probes before each replay: "
-        + ", ".join(f"{p} {v * 1e3:.1f} ms" for p, v in result["calibration"]["per_policy"].items())
-        + ")[/dim]"
-    )
-    probes = list(result["calibration"]["per_policy"].values())
-    if min(probes) > 0 and max(probes) / min(probes) > 1.5:
-        console.print(
-            "[yellow]the probes differ by more than 1.5x: the machine's load changed between the "
-            "replays (other processes?), so the server's policies ran on engines of different "
-            "speeds; rerun on a quiet machine before reading the server's ratios[/yellow]"
-        )
     for policy in cfg["policies"]:
         errs = result["server"][policy]["error_messages"]
         if errs:
             console.print(f"[red]{policy}: {len(errs)} errors, first: {errs[0]}[/red]")
-    for side in ("sim", "sim_calibrated"):
-        same = result["agreement"][side]
-        color = "green" if same else "red"
-        console.print(
-            f"[{color}]server ratios (mean and P99, every policy) on the same side of 1 as the "
-            f"{SIDES[side]}: {'yes' if same else 'no'}[/{color}]"
-        )
+    same = result["agreement"]
+    color = "green" if same else "red"
+    console.print(
+        f"[{color}]server ratios (mean and P99, every policy) on the same side of 1 as the "
+        f"simulator's: {'yes' if same else 'no'}[/{color}]"
+    )
 
 
 def _policies(text: str) -> list[str]:
@@ -592,7 +524,6 @@ DEFAULTS = {  # name: (default, --quick)
     "max_running": (12, 4),
     "time_scale": (0.07, 0.02),
     "tool_wait_scale": (1.0, 0.25),
-    "probe_tokens": (200, 50),
     "policies": ([BASELINE, "plas"], [BASELINE, "plas"]),
 }
 
@@ -621,12 +552,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help=f"multiplies the workload's tool / think waits ({d['tool_wait_scale']})",
     )
-    p.add_argument(
-        "--probe-tokens",
-        type=int,
-        default=None,
-        help=f"output tokens of each calibration probe call ({d['probe_tokens']})",
-    )
     p.add_argument("--quick", action="store_true", help="CI smoke run: 10 small programs, ~30 s")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
@@ -634,8 +559,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, (full, small) in DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, small if args.quick else full)
-    if min(args.programs, args.max_running, args.probe_tokens) < 1:
-        p.error("--programs, --max-running and --probe-tokens must be >= 1")
+    if min(args.programs, args.max_running) < 1:
+        p.error("--programs and --max-running must be >= 1")
     if not (args.rate > 0 and args.time_scale > 0):
         p.error("--rate and --time-scale must be > 0")
     if not args.tool_wait_scale >= 0 or args.seed < 0:
@@ -670,19 +595,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             server[policy] = run_server(
                 args, programs, policy, deadline, on_done=lambda t=task: progress.advance(t)
             )
-    probes = {policy: r["extra_iteration_s"] for policy, r in server.items()}
-    extra = sum(probes.values()) / len(probes)
-    calibrated = {policy: run_simulator(args, programs, policy, extra) for policy in args.policies}
-    results = {"server": server, "sim": sim, "sim_calibrated": calibrated}
+    results = {"server": server, "sim": sim}
     ratios = {side: _ratios(r) for side, r in results.items()}
-    agreement = {
-        side: all(
-            (ratios["server"][p][k] - 1) * (ratios[side][p][k] - 1) > 0
-            for p in ratios[side]
-            for k in ("mean", "p99")
-        )
-        for side in ("sim", "sim_calibrated")
-    }
+    agreement = all(
+        (ratios["server"][p][k] - 1) * (ratios["sim"][p][k] - 1) > 0
+        for p in ratios["sim"]
+        for k in ("mean", "p99")
+    )
     result: dict[str, Any] = {
         "config": {
             "workload": args.workload,
@@ -694,7 +613,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "max_running": args.max_running,
             "preset": args.preset,
             "tool_wait_scale": args.tool_wait_scale,
-            "probe_tokens": args.probe_tokens,
             "quick": args.quick,
             "sim_config": {
                 **{k: v for k, v in sim_config(args, BASELINE).as_dict().items() if k != "scheduler"},
@@ -714,7 +632,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "units": "engine seconds; per_token_s = a program's latency / its output tokens",
         **results,
-        "calibration": {"extra_iteration_s": extra, "per_policy": probes},
         "ratios": ratios,
         "agreement": agreement,
     }

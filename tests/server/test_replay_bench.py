@@ -44,12 +44,12 @@ def test_prompt_text_is_counted_as_the_call_s_prompt_tokens(bench: ModuleType) -
 
 def test_quick_replay_structure(bench: ModuleType, tmp_path: Path) -> None:
     out = tmp_path / "replay.json"
-    argv = ["--quick", "--programs", "4", "--probe-tokens", "20", "--no-progress", "--json", str(out)]
+    argv = ["--quick", "--programs", "4", "--no-progress", "--json", str(out)]
     result: dict[str, Any] = bench.main(argv)
     assert json.loads(out.read_text())["config"]["programs"] == 4
     policies = result["config"]["policies"]
     assert policies == ["fcfs", "plas"]
-    for side in ("server", "sim", "sim_calibrated"):
+    for side in ("server", "sim"):
         assert set(result[side]) == set(policies)
         for policy in policies:
             r = result[side][policy]
@@ -61,5 +61,5 @@ def test_quick_replay_structure(bench: ModuleType, tmp_path: Path) -> None:
         assert set(result["ratios"][side]) == {"plas"}
     calls = result["workload"]["calls"]
     assert all(result["server"][p]["calls_ok"] == calls for p in policies)
-    assert result["calibration"]["extra_iteration_s"] >= 0
-    assert set(result["agreement"]) == {"sim", "sim_calibrated"}
+    assert isinstance(result["agreement"], bool)
+    assert "calibration" not in result and "sim_calibrated" not in result

@@ -12,21 +12,23 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="allow")
 
+    # Strict numbers and booleans: ``"temperature": false`` or ``"stream": "yes"`` is a 400, not
+    # silently coerced (an int is still a valid float).
     model: str
-    max_tokens: int | None = Field(default=None, ge=1)
-    stream: bool = False
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    stream: StrictBool = False
     stream_options: dict[str, Any] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    n: int | None = Field(default=None, ge=1, le=1)
+    temperature: StrictFloat | None = None
+    top_p: StrictFloat | None = None
+    n: StrictInt | None = Field(default=None, ge=1, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: StrictInt | None = None
     user: str | None = None
     # autellix program identity (also accepted as X-Autellix-* headers)
     program_id: str | None = None
@@ -43,7 +45,7 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
 
     def requested_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
