@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
@@ -490,6 +491,9 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await server.engine.start()
+        # Move what startup allocated (modules, app, engine) out of the garbage collector's view:
+        # full collections then walk only per-request objects, which keeps their pauses short.
+        gc.freeze()
         try:
             yield
         finally:
