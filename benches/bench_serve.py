@@ -56,7 +56,6 @@ GOAL_P50_MS = 1.0
 GOAL_P99_MS = 5.0
 GOAL_RATE = 1000.0
 MODEL = "stub"
-ROOT = Path(__file__).resolve().parent.parent
 
 # -- the stub upstream ------------------------------------------------------------------------
 
@@ -158,11 +157,8 @@ def _free_port() -> int:
 
 
 def _start(argv: list[str], url: str, name: str, timeout: float = 30.0) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "python"), env.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen(
-        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
+    # the installed autellix (a checkout's python/ lacks the compiled core unless built in place)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -98,7 +98,6 @@ from autellix.sim.spec import CallSpec, ProgramSpec
 from autellix.sim.trace import estimate_tokens
 from autellix.sim.workload import WORKLOADS, generate
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL = "autellix-sim"
 #: policies the server and the core know (``vllm`` is a simulator-only engine configuration)
 POLICIES = ("fcfs", "mlfq", "plas", "atlas")
@@ -179,11 +178,8 @@ def _free_port() -> int:
 
 
 def _start(argv: list[str], url: str, timeout: float = 30.0) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "python"), env.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen(
-        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
+    # the installed autellix (a checkout's python/ lacks the compiled core unless built in place)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -1,0 +1,107 @@
+"""Policy settings of an engine plug-in, from the engine's config or the environment.
+
+Sources, later ones winning: the defaults below, then ``AUTELLIX_*`` environment variables, then
+the ``"autellix"`` entry of the engine's config (for vLLM: ``--additional-config
+'{"autellix": {"policy": "atlas"}}'``). Keys and variables:
+
+=================  ===========================  ==============================================
+key                variable                     meaning (default)
+=================  ===========================  ==============================================
+policy             AUTELLIX_POLICY              plas | atlas | mlfq | fcfs (plas)
+quanta             AUTELLIX_QUANTA              seconds per queue level, comma-separated
+                                                (the core's default ladder)
+boundaries         AUTELLIX_BOUNDARIES          service at which a program drops a level
+                                                (the core's default)
+starvation_beta    AUTELLIX_STARVATION_BETA     promote a call waiting beta x its service;
+                                                ``none`` turns anti-starvation off (8)
+program_ttl        AUTELLIX_PROGRAM_TTL         seconds an idle program is kept (600)
+preempt            AUTELLIX_PREEMPT             preempt running calls for better-queued ones
+                                                when slots or KV run short (true)
+=================  ===========================  ==============================================
+
+Bad values raise :class:`autellix.ConfigError` naming the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from autellix._core import ConfigError, SchedulerConfig
+
+_ENV = {
+    "policy": "AUTELLIX_POLICY",
+    "quanta": "AUTELLIX_QUANTA",
+    "boundaries": "AUTELLIX_BOUNDARIES",
+    "starvation_beta": "AUTELLIX_STARVATION_BETA",
+    "program_ttl": "AUTELLIX_PROGRAM_TTL",
+    "preempt": "AUTELLIX_PREEMPT",
+}
+
+
+@dataclass(frozen=True)
+class PluginSettings:
+    policy: str = "plas"
+    quanta: tuple[float, ...] | None = None
+    boundaries: tuple[float, ...] | None = None
+    starvation_beta: float | None = 8.0
+    program_ttl: float = 600.0
+    preempt: bool = True
+
+    def scheduler_config(self) -> SchedulerConfig:
+        """The core's config (validated by the core: a bad ladder is a ConfigError)."""
+        return SchedulerConfig(
+            self.policy,
+            quanta=self.quanta,
+            boundaries=self.boundaries,
+            starvation_beta=self.starvation_beta,
+            program_ttl=self.program_ttl,
+        )
+
+    @classmethod
+    def load(
+        cls, config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> PluginSettings:
+        """Defaults, overridden by ``environ`` (``os.environ`` by default), then by ``config``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for key, var in _ENV.items():
+            if var in env:
+                values[key] = _parse(key, env[var], f"${var}")
+        for key, value in (config or {}).items():
+            if key not in _ENV:
+                raise ConfigError(f"unknown autellix setting {key!r}; known: {', '.join(_ENV)}")
+            values[key] = _parse(key, value, f"config key {key!r}")
+        settings = cls(**values)
+        settings.scheduler_config()  # fail at startup, not on the first request
+        return settings
+
+
+def _parse(key: str, value: Any, source: str) -> Any:
+    try:
+        if key == "policy":
+            policy = str(value).strip().lower()
+            if policy not in SchedulerConfig.policies():
+                raise ValueError(f"not one of {', '.join(SchedulerConfig.policies())}")
+            return policy
+        if key in ("quanta", "boundaries"):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(float(v) for v in items)
+        if key == "starvation_beta":
+            if value is None or str(value).strip().lower() in ("none", "off", ""):
+                return None
+            return float(value)
+        if key == "program_ttl":
+            return float(value)
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid autellix {key} {value!r} from {source}: {exc}") from None
