@@ -38,10 +38,7 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -49,8 +46,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_procs.py
+from _procs import free_port, start, stop
 
 GOAL_P50_MS = 1.0
 GOAL_P99_MS = 5.0
@@ -147,45 +146,6 @@ def _run_stub(port: int) -> None:
 
 
 # -- processes --------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _start(argv: list[str], url: str, name: str, timeout: float = 30.0) -> subprocess.Popen[bytes]:
-    # the installed autellix (a checkout's python/ lacks the compiled core unless built in place)
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise SystemExit(f"{name} exited with status {proc.returncode}:\n{err[-2000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
-                # stderr is no longer read: keep a full pipe from blocking the server
-                assert proc.stderr is not None
-                proc.stderr.close()
-                proc.stderr = None
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"{name} did not answer /health within {timeout:.0f} s")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -473,12 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate <= 0 or args.seconds <= 0 or args.rounds < 1 or args.connections < 1:
         p.error("--rate, --seconds, --rounds and --connections must be positive")
 
-    stub_port, front_port = _free_port(), _free_port()
+    stub_port, front_port = free_port(), free_port()
     stub_url, front_url = f"http://127.0.0.1:{stub_port}", f"http://127.0.0.1:{front_port}"
     here = str(Path(__file__).resolve())
-    stub = _start([sys.executable, here, "--_stub-upstream", str(stub_port)], stub_url, "stub upstream")
+    stub = start([sys.executable, here, "--_stub-upstream", str(stub_port)], stub_url, "stub upstream")
     try:
-        front = _start(
+        front = start(
             [
                 sys.executable,
                 "-m",
@@ -509,9 +469,9 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.perf_counter() - started
             after = {k: _cpu_seconds(pid) for k, pid in pids.items()}
         finally:
-            _stop(front)
+            stop(front)
     finally:
-        _stop(stub)
+        stop(stub)
 
     sides = measured["sides"]
     added = {k: sides["front"][k] - sides["direct"][k] for k in ("p50_ms", "p99_ms", "mean_ms")}

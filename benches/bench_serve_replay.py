@@ -77,9 +77,6 @@ import json
 import math
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -97,6 +94,9 @@ from autellix.sim.metrics import Distribution
 from autellix.sim.spec import CallSpec, ProgramSpec
 from autellix.sim.trace import estimate_tokens
 from autellix.sim.workload import WORKLOADS, generate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_procs.py
+from _procs import free_port, start, stop
 
 MODEL = "autellix-sim"
 #: policies the server and the core know (``vllm`` is a simulator-only engine configuration)
@@ -168,47 +168,6 @@ def run_simulator(args: argparse.Namespace, programs: Sequence[ProgramSpec], pol
 
 
 # -- the server ---------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _start(argv: list[str], url: str, timeout: float = 30.0) -> subprocess.Popen[bytes]:
-    # the installed autellix (a checkout's python/ lacks the compiled core unless built in place)
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise SystemExit(f"autellix serve exited with status {proc.returncode}:\n{err[-2000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
-                assert proc.stderr is not None  # no longer read: keep a full pipe from blocking it
-                proc.stderr.close()
-                proc.stderr = None
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    raise SystemExit(f"autellix serve did not answer /health within {timeout:.0f} s")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc.stderr is not None:
-        proc.stderr.close()
 
 
 def serve_argv(args: argparse.Namespace, policy: str, port: int) -> list[str]:
@@ -375,9 +334,9 @@ def run_server(
     deadline_s: float,
     on_done: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = _start(serve_argv(args, policy, port), url)
+    proc = start(serve_argv(args, policy, port), url, "autellix serve")
     try:
         preemptions_before = _preemptions(url) or 0
         started = time.perf_counter()
@@ -387,7 +346,7 @@ def run_server(
         if preemptions is not None:
             preemptions -= preemptions_before
     finally:
-        _stop(proc)
+        stop(proc)
     latency = [got.latency.get(p.id, math.nan) for p in programs]
     ends = [p.arrival + lat for p, lat in zip(programs, latency, strict=True) if not math.isnan(lat)]
     first = min((p.arrival for p in programs), default=0.0)

@@ -15,8 +15,6 @@ boundaries         AUTELLIX_BOUNDARIES          service at which a program drops
 starvation_beta    AUTELLIX_STARVATION_BETA     promote a call waiting beta x its service;
                                                 ``none`` turns anti-starvation off (8)
 program_ttl        AUTELLIX_PROGRAM_TTL         seconds an idle program is kept (600)
-preempt            AUTELLIX_PREEMPT             preempt running calls for better-queued ones
-                                                when slots or KV run short (true)
 =================  ===========================  ==============================================
 
 Bad values raise :class:`autellix.ConfigError` naming the key and where it came from.
@@ -37,7 +35,6 @@ _ENV = {
     "boundaries": "AUTELLIX_BOUNDARIES",
     "starvation_beta": "AUTELLIX_STARVATION_BETA",
     "program_ttl": "AUTELLIX_PROGRAM_TTL",
-    "preempt": "AUTELLIX_PREEMPT",
 }
 
 
@@ -48,7 +45,6 @@ class PluginSettings:
     boundaries: tuple[float, ...] | None = None
     starvation_beta: float | None = 8.0
     program_ttl: float = 600.0
-    preempt: bool = True
 
     def scheduler_config(self) -> SchedulerConfig:
         """The core's config (validated by the core: a bad ladder is a ConfigError)."""
@@ -93,15 +89,6 @@ def _parse(key: str, value: Any, source: str) -> Any:
             if value is None or str(value).strip().lower() in ("none", "off", ""):
                 return None
             return float(value)
-        if key == "program_ttl":
-            return float(value)
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise ValueError("expected true or false")
+        return float(value)  # program_ttl
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid autellix {key} {value!r} from {source}: {exc}") from None
