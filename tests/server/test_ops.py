@@ -51,6 +51,20 @@ def _background(c: openai.OpenAI, program: str, results: list[Any], max_tokens: 
     return thread
 
 
+def test_named_program_is_observed_when_finished(serve: Serve) -> None:
+    s = serve()
+    c = s.client()
+    for _ in range(2):
+        c.chat.completions.create(model=MODEL, messages=MSG, max_tokens=2, extra_body={"program_id": "named"})
+    assert value(scrape(s), "autellix_program_service_seconds_count") == 0  # still live
+    service = s.program("named")["attained_service"]
+    with s.http() as h:
+        assert h.post("/v1/programs/named/finish").status_code == 200
+    after = scrape(s)
+    assert value(after, "autellix_program_service_seconds_count") == 1
+    assert value(after, "autellix_program_service_seconds_sum") == pytest.approx(service)
+
+
 def test_metrics_after_known_traffic(serve: Serve) -> None:
     s = serve(policy="fcfs", max_running=1, max_queued=2)
     c = s.client()
@@ -74,6 +88,10 @@ def test_metrics_after_known_traffic(serve: Serve) -> None:
         < value(done, "autellix_call_latency_seconds_sum")
     )
     assert value(done, "autellix_call_latency_seconds_bucket", le="+Inf") == 4
+    # the four anonymous programs ended with their calls: one service and wait sample each
+    assert value(done, "autellix_program_service_seconds_count") == 4
+    assert value(done, "autellix_program_wait_seconds_count") == 4
+    assert value(done, "autellix_program_service_seconds_sum") > 0
 
     # contention: one call runs, two wait, a third waiter is refused
     results: list[Any] = []

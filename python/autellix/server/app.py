@@ -355,13 +355,17 @@ class Server:
             raise
         return handle, who.anonymous
 
+    def end_program(self, program: int) -> list[int]:
+        """End ``program`` (ProgramNotFoundError if the engine has no such program); its service
+        and waiting time go to the metrics. The calls it aborted."""
+        self.programs.forget(program)
+        self.metrics.program_ended(self.engine.program(program))
+        return self.engine.end_program(program)
+
     def _release(self, program: int, anonymous: bool) -> None:
         if anonymous:
-            self.programs.forget(program)
-            try:
-                self.engine.end_program(program)
-            except ProgramNotFoundError:
-                pass
+            with contextlib.suppress(ProgramNotFoundError):
+                self.end_program(program)
 
     def settle(self, handle: CallHandle, anonymous: bool) -> None:
         """The response is over (sent, failed, or the client left): cancel what still runs."""
@@ -631,9 +635,8 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     @app.post("/v1/programs/{program_id}/finish", responses=_errors(400, 401, 404))
     async def finish(program_id: str) -> ProgramFinished:
         core = _program(program_id)
-        server.programs.forget(core)
         try:
-            aborted = server.engine.end_program(core)
+            aborted = server.end_program(core)
         except ProgramNotFoundError:
             raise ApiError(
                 404, f"no program {program_id!r}", "not_found_error", "program_not_found"

@@ -18,8 +18,14 @@ Metrics (times are wall seconds):
 - ``autellix_rejected_requests_total{reason}``: 429 responses, by reason (``queue_full``, the
   server's queue is full; ``key_concurrency``, the API key's concurrency limit).
 
-Per-program attained service and waiting time are deliberately *not* exported: a label per
-program id would grow without bound (one time series per program ever seen). They are in the
+- ``autellix_program_service_seconds``, ``autellix_program_wait_seconds``: histograms of a
+  program's attained service and total waiting time (engine seconds, as the process table counts
+  them), observed when the server ends the program: ``POST /v1/programs/{id}/finish``, or the end
+  of a call without a program id. (Programs that expire after their idle TTL are gone from the
+  core before they can be observed.)
+
+Per-program values are not exported with a program label: a label per program id would grow
+without bound (one time series per program ever seen). A live program's values are in the
 process table, ``GET /v1/programs/{id}``.
 """
 
@@ -32,6 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from autellix._core import ProgramInfo
 from autellix.server.engine import CallHandle, Engine
 
 #: TTFT and call latency buckets, seconds: 5 ms to 5 min
@@ -99,6 +106,18 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self.program_service = Histogram(
+            "autellix_program_service_seconds",
+            "Attained service of each ended program (engine seconds)",
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.program_wait = Histogram(
+            "autellix_program_wait_seconds",
+            "Total waiting time of each ended program's calls (engine seconds)",
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
         self.calls = Counter(
             "autellix_calls_total", "Calls ended, by finish reason", ["finish_reason"], registry=self.registry
         )
@@ -115,6 +134,10 @@ class Metrics:
             self.ttft.observe(handle.first_token_at - handle.submitted_at)
         self.latency.observe(end - handle.submitted_at)
         self.calls.labels(finish_reason=handle.finish_reason or "abort").inc()
+
+    def program_ended(self, info: ProgramInfo) -> None:
+        self.program_service.observe(info.attained_service)
+        self.program_wait.observe(info.waiting_time)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
