@@ -16,6 +16,7 @@ creates the subparser, adds its arguments and sets ``handler`` via ``set_default
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import textwrap
@@ -520,6 +521,12 @@ def _add_serve(subparsers: _Subparsers) -> None:
         help="send each call's queue level as vLLM's 'priority' field (only for upstreams that accept it)",
     )
     p.add_argument(
+        "--upstream-identity",
+        action="store_true",
+        help="send each call's program and thread ids as vLLM's 'vllm_xargs', for vLLM upstreams "
+        "running the autellix scheduler plug-in",
+    )
+    p.add_argument(
         "--access-log",
         action="store_true",
         help="log every request (uvicorn's access log); off by default: at thousands of calls/s it "
@@ -559,13 +566,17 @@ def _run_serve(args: argparse.Namespace) -> int:
             max_inflight=args.max_inflight,
             balancer=args.balancer,
             upstream_priority=args.upstream_priority,
+            upstream_identity=args.upstream_identity,
         )
     except ValueError as exc:
         print(f"autellix serve: error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        create_app(config), host=config.host, port=config.port, log_level="info", access_log=args.access_log
-    )
+    app = create_app(config)
+    # What startup allocated (modules, the app) leaves the garbage collector's view: collections
+    # then walk only per-request objects, which keeps their pauses short. (Here, not in the app:
+    # an app embedded in a bigger process must not freeze that process's objects.)
+    gc.freeze()
+    uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=args.access_log)
     return 0
 
 

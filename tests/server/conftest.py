@@ -86,10 +86,14 @@ def serve() -> Iterator[Callable[..., Running]]:
 
 
 def finish_time(c: openai.OpenAI, program: str, done: dict[str, float]) -> threading.Thread:
-    """Start a short chat call of ``program`` in a thread that records when it finished."""
+    """Start a chat call of ``program`` in a thread that records when it finished. 100 tokens: ~0.7 s
+    of engine time, 7 ms wall at the tests' time scale, so that two such calls sharing one slot end
+    far enough apart for the client threads to see their order."""
 
     def run() -> None:
-        c.chat.completions.create(model=MODEL, messages=MSG, max_tokens=5, extra_body={"program_id": program})
+        c.chat.completions.create(
+            model=MODEL, messages=MSG, max_tokens=100, extra_body={"program_id": program}
+        )
         done[program] = time.monotonic()
 
     thread = threading.Thread(target=run)

@@ -126,8 +126,10 @@ def test_priority_under_contention(serve: Serve, policy: str, first: str) -> Non
     s = serve(policy=policy, max_running=1)
     c = s.client()
     done: dict[str, float] = {}
-    c.chat.completions.create(model=MODEL, messages=MSG, max_tokens=200, extra_body={"program_id": "busy"})
-    assert s.program("busy")["attained_service"] > 1.0  # seconds of engine time: the lowest level
+    # ~15 s of engine time: the lowest level, and anti-starvation (beta 8) will not promote its
+    # next call before ~120 s (1.2 s wall at this time scale) of waiting
+    c.chat.completions.create(model=MODEL, messages=MSG, max_tokens=2000, extra_body={"program_id": "busy"})
+    assert s.program("busy")["attained_service"] > 10.0
     with c.chat.completions.create(
         model=MODEL, messages=MSG, max_tokens=LONG, stream=True, extra_body={"program_id": "busy"}
     ) as blocker:

@@ -215,11 +215,13 @@ def test_forwarded_body_and_priority() -> None:
         chunk = {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}
         return web.Response(text=f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n")
 
-    async def run(forward: bool, content: str) -> CallHandle:
+    async def run(forward: bool, content: str, identity: bool = False) -> CallHandle:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", handler)
         async with TestServer(app, host="127.0.0.1") as upstream:
-            engine = UpstreamEngine([str(upstream.make_url("/v1"))], forward_priority=forward)
+            engine = UpstreamEngine(
+                [str(upstream.make_url("/v1"))], forward_priority=forward, forward_identity=identity
+            )
             await engine.start()
             body = ChatCompletionRequest.model_validate(
                 {
@@ -240,7 +242,9 @@ def test_forwarded_body_and_priority() -> None:
     assert seen[-1]["stream"] is True and seen[-1]["temperature"] == 0.5
     assert isinstance(seen[-1]["priority"], int) and "program_id" not in seen[-1]
     asyncio.run(run(False, "hello"))
-    assert "priority" not in seen[-1]
+    assert "priority" not in seen[-1] and "vllm_xargs" not in seen[-1]
+    asyncio.run(run(False, "hello", identity=True))  # for the autellix vLLM plug-in
+    assert seen[-1]["vllm_xargs"] == {"program_id": "p"} and "program_id" not in seen[-1]
     failed = asyncio.run(run(False, "fail"))
     assert failed.finish_reason == "error"
     assert failed.error is not None and "503" in failed.error and "overloaded" in failed.error

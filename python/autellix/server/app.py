@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hmac
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
@@ -254,6 +253,9 @@ class _Identity:
     anonymous: bool
     thread: int
     parents: list[int]
+    #: the client's names (``None``: not given)
+    name: str | None
+    thread_name: str | None
 
 
 def make_engine(config: ServerConfig) -> Engine:
@@ -267,6 +269,7 @@ def make_engine(config: ServerConfig) -> Engine:
             program_ttl=config.program_ttl,
             balancer=config.balancer,
             forward_priority=config.upstream_priority,
+            forward_identity=config.upstream_identity,
         )
     return SimEngine(
         policy=config.policy,
@@ -321,7 +324,8 @@ class Server:
         if name is None and parents:
             raise ApiError(400, "parent ids need a program id", code="invalid_id")
         program = self.programs.resolve(name)
-        return _Identity(program, name is None, self.programs.thread(program, thread_name), parents)
+        thread = self.programs.thread(program, thread_name)
+        return _Identity(program, name is None, thread, parents, name, thread_name)
 
     # -- calls --------------------------------------------------------------------------------
 
@@ -336,6 +340,8 @@ class Server:
                 code="model_not_found",
             )
         who = self.identity(request, body)
+        # the identity as resolved (headers or body), for an engine that forwards it
+        body.program_id, body.thread_id = who.name, who.thread_name
         requested = body.requested_tokens()
         try:
             handle = self.engine.submit(
@@ -495,9 +501,6 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await server.engine.start()
-        # Move what startup allocated (modules, app, engine) out of the garbage collector's view:
-        # full collections then walk only per-request objects, which keeps their pauses short.
-        gc.freeze()
         try:
             yield
         finally:

@@ -54,6 +54,9 @@ class ServerConfig:
     #: send the call's queue level as vLLM's ``priority`` body field (lower = more urgent); off by
     #: default since other servers may reject unknown fields
     upstream_priority: bool = False
+    #: send the call's program and thread ids as vLLM's ``vllm_xargs`` (``program_id``,
+    #: ``thread_id``), which the autellix vLLM plug-in reads; off by default, like the priority
+    upstream_identity: bool = False
 
     def __post_init__(self) -> None:
         if self.policy not in SchedulerConfig.policies():

@@ -10,7 +10,9 @@ flight there. A forwarded call is a streaming (``stream: true``) request to the 
 ``/v1/chat/completions`` or ``/v1/completions`` (with the client's body, less the autellix fields);
 its token deltas are relayed into the call's :class:`CallHandle`. With ``upstream_priority`` the
 call's queue level (``scheduler.call(id).level``, 0 = most urgent) goes along as vLLM's
-``priority`` body field.
+``priority`` body field; with ``upstream_identity`` the program and thread ids go along as vLLM's
+``vllm_xargs`` (``program_id``, ``thread_id``), which the autellix vLLM plug-in schedules by.
+Parent ids are not forwarded: they name autellix's calls, not the upstream's requests.
 
 An upstream call cannot be paused, so **nothing in flight is preempted**: a call the core lists in
 ``preempted`` keeps running upstream and keeps its slot (the core may re-admit it later, which
@@ -68,6 +70,7 @@ class UpstreamEngine(Engine):
         program_ttl: float = 600.0,
         balancer: str = "program-aware",
         forward_priority: bool = False,
+        forward_identity: bool = False,
         api_key: str | None = None,
         connect_timeout: float = 10.0,
     ) -> None:
@@ -79,6 +82,7 @@ class UpstreamEngine(Engine):
         self.max_inflight = max_inflight
         self.max_queued = max_queued
         self.forward_priority = forward_priority
+        self.forward_identity = forward_identity
         self._balancer = make_balancer(balancer)
         self._scheduler = Scheduler(SchedulerConfig(policy, program_ttl=program_ttl))
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -165,7 +169,7 @@ class UpstreamEngine(Engine):
         )
         call = handle.id
         self._engine_of[call] = upstream
-        self._bodies[call] = _forwarded(body)
+        self._bodies[call] = _forwarded(body, self.forward_identity)
         self._live[upstream] += 1
         self._pump(upstream)
         return handle
@@ -343,10 +347,14 @@ def _base(url: str) -> str:
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
-def _forwarded(body: ChatCompletionRequest | CompletionRequest) -> tuple[str, dict[str, Any]]:
-    """The upstream path and the body to send it (the client's, less the autellix fields)."""
+def _forwarded(body: ChatCompletionRequest | CompletionRequest, identity: bool) -> tuple[str, dict[str, Any]]:
+    """The upstream path and the body to send it: the client's, less the autellix fields (with
+    ``identity``, program and thread ids move into ``vllm_xargs``)."""
     path = "/v1/chat/completions" if isinstance(body, ChatCompletionRequest) else "/v1/completions"
     data = body.model_dump(exclude_none=True)
-    for name in _AUTELLIX_FIELDS:
-        data.pop(name, None)
+    ids = {name: data.pop(name) for name in _AUTELLIX_FIELDS if name in data}
+    ids.pop("parent_ids", None)
+    if identity and ids:
+        xargs = data.get("vllm_xargs")
+        data["vllm_xargs"] = {**(xargs if isinstance(xargs, dict) else {}), **ids}
     return path, data
