@@ -211,7 +211,10 @@ class AutellixScheduler(AsyncScheduler):
         self.running[:] = [r for r in self.running if id(r) not in gone]
         now = time.monotonic()
         for request in victims:
-            self._preempt_request(request, now, drop_stale_output=self.requires_kv_delivery)
+            # Drop the output still in flight for it (async scheduling): otherwise a call whose
+            # last token is in flight would finish while preempted, which the core can only count
+            # as an abort (and a later call could not name it as a parent). Costs one token's recompute.
+            self._preempt_request(request, now, drop_stale_output=True)
 
     def _request(self, call: int) -> Request | None:
         request_id = self.programs.request_id(call)

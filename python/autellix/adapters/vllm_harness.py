@@ -144,9 +144,12 @@ def make_request(
 
 @dataclass
 class Iteration:
-    """One model step of :class:`EngineLoop`: what ran, and what it produced."""
+    """One step of :class:`EngineLoop`."""
 
+    #: with ``completed``, the batch whose model output this step applied; else the batch it just
+    #: scheduled (put in flight; its output comes with a later step)
     scheduled: SchedulerOutput
+    completed: bool
     #: request id -> tokens sampled this step
     sampled: dict[str, int]
     #: request id -> finish reason, for requests that finished with this step's output
@@ -177,7 +180,7 @@ class EngineLoop:
             if len(self._queue) < 2 and (executed or self.scheduler.has_requests()):
                 # one batch in flight: do not wait for it yet
                 spent = time.perf_counter() - started
-                return Iteration(scheduled, {}, {}, spent)
+                return Iteration(scheduled, False, {}, {}, spent)
         if not self._queue:
             return None
         scheduled, output = self._queue.pop()
@@ -192,7 +195,7 @@ class EngineLoop:
                 if out.finish_reason is not None:
                     finished[out.request_id] = str(out.finish_reason)
         self.finish_reasons.update(finished)
-        return Iteration(scheduled, sampled, finished, spent)
+        return Iteration(scheduled, True, sampled, finished, spent)
 
     def run(self, max_steps: int = 1_000_000) -> int:
         """Step until idle; the number of steps."""
