@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -86,7 +87,6 @@ from typing import Any
 
 import httpx
 
-from autellix._core import SchedulerConfig
 from autellix.sim import cost_model
 from autellix.sim.cluster import simulate
 from autellix.sim.config import SimConfig
@@ -109,37 +109,13 @@ _ROLE_PREFIX = "user: "  # what the server puts before a message's content (``pr
 # -- the simulator, configured as the server's engine ------------------------------------------
 
 
-class ServerLikeSimConfig(SimConfig):
-    """A :class:`SimConfig` whose core gets the server's scheduler settings: the core's defaults
-    (``SimEngine`` builds ``SchedulerConfig(policy, program_ttl=...)``), not the 32 s quantum."""
-
-    def scheduler_config(self) -> SchedulerConfig:
-        return SchedulerConfig("fcfs" if self.scheduler == "vllm" else self.scheduler)
-
-
-class _NoSchedulerCpuPreset(cost_model.EnginePreset):
-    """The preset without the per-round scheduler CPU time, which the server's engine does not add."""
-
-    def schedule_time(self, running_seqs: int) -> float:
-        return 0.0
-
-
 def server_like_preset(name: str) -> cost_model.EnginePreset:
     """The preset ``name`` as the server's engine runs it (no scheduler CPU time per round)."""
-    p = cost_model.preset(name)
-    return _NoSchedulerCpuPreset(
-        name=p.name,
-        model=p.model,
-        hardware=p.hardware,
-        tensor_parallel=p.tensor_parallel,
-        gpu_memory_utilization=p.gpu_memory_utilization,
-        block_size=p.block_size,
-        iteration_overhead=p.iteration_overhead,
-    )
+    return dataclasses.replace(cost_model.preset(name), scheduler_cpu=False)
 
 
 def sim_config(args: argparse.Namespace, policy: str) -> SimConfig:
-    return ServerLikeSimConfig(
+    return SimConfig(
         workload=args.workload,
         rate=args.rate,
         programs=args.programs,
@@ -151,6 +127,7 @@ def sim_config(args: argparse.Namespace, policy: str) -> SimConfig:
         max_batch=args.max_running,
         steps_per_schedule=1,
         prefix_caching=False,
+        quantum=None,  # the core's default ladder, as the server's engine uses
     )
 
 
@@ -571,8 +548,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "quick": args.quick,
             "sim_config": {
                 **{k: v for k, v in sim_config(args, BASELINE).as_dict().items() if k != "scheduler"},
-                "scheduler_config": "the core's defaults, as the server",
-                "schedule_time": 0.0,
+                "scheduler_cpu": False,
             },
         },
         "workload": {

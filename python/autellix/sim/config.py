@@ -51,7 +51,9 @@ class SimConfig:
     #: A simulated call runs for seconds (a 277-token ShareGPT reply at a full batch: ~15 s), not
     #: the core's default tens of milliseconds; 32 s is about two such calls. Smaller values
     #: demote calls mid-reply and preempt them back and forth (see benches/RESULTS.md).
-    quantum: float = 32.0
+    #: ``None``: the core's default ladder (quanta from 25 ms), which ``autellix serve`` and the
+    #: vLLM plug-in use; the comparisons against them simulate that.
+    quantum: float | None = 32.0
     #: Anti-starvation ratio (paper §5); ``None`` turns promotion off.
     starvation_beta: float | None = 8.0
     #: Stop the run at this simulated time (seconds); ``None`` = the last arrival plus 10 x the
@@ -72,22 +74,22 @@ class SimConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if not (0 < self.quantum < float("inf")):
+        if self.quantum is not None and not (0 < self.quantum < float("inf")):
             raise ConfigError(f"quantum must be a positive number of seconds, got {self.quantum!r}")
         if self.horizon is not None and not self.horizon > 0:
             raise ConfigError(f"horizon must be > 0 seconds, got {self.horizon!r}")
 
     def scheduler_config(self) -> SchedulerConfig:
         """The scheduling core's configuration for this run."""
+        policy = "fcfs" if self.scheduler == "vllm" else self.scheduler
+        if self.quantum is None:
+            return SchedulerConfig(policy, starvation_beta=self.starvation_beta)
         levels = 7
         boundaries = [self.quantum * 2**i for i in range(levels - 1)]
         quanta = [self.quantum, *boundaries]
         try:
             return SchedulerConfig(
-                "fcfs" if self.scheduler == "vllm" else self.scheduler,
-                boundaries=boundaries,
-                quanta=quanta,
-                starvation_beta=self.starvation_beta,
+                policy, boundaries=boundaries, quanta=quanta, starvation_beta=self.starvation_beta
             )
         except AutellixError as err:
             raise ConfigError(str(err)) from err

@@ -261,6 +261,9 @@ class EnginePreset:
     block_size: int = 16
     #: GPU-side fixed cost of every iteration (see ITERATION_OVERHEAD_S).
     iteration_overhead: float = ITERATION_OVERHEAD_S
+    #: Whether a scheduler call costs vLLM 0.6's CPU time (:meth:`schedule_time`); off to model
+    #: an engine whose clock is the GPU step alone (the server's simulated engine, a replay).
+    scheduler_cpu: bool = True
 
     # Per-unit costs precomputed in __post_init__ so step_time is plain float arithmetic.
     _t_prefill_token: float = field(init=False, repr=False, compare=False)
@@ -359,6 +362,8 @@ class EnginePreset:
         Not part of :meth:`step_time`: with multi-step scheduling vLLM pays it once per
         ``multi_step`` iterations, so the simulator adds it once per scheduler call.
         """
+        if not self.scheduler_cpu:
+            return 0.0
         return SCHEDULE_OVERHEAD_S + SCHEDULE_OVERHEAD_PER_SEQ_S * max(0, running_seqs)
 
     def swap_time(self, blocks: int, bulk: bool) -> float:
