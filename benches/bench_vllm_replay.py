@@ -75,6 +75,29 @@ several percent: compare sides within one run. The
 autellix side's clock advances 25 ms per step and its ladder's first quantum is 32 s, so no call
 is demoted during the measurement: a steady step, not a preemption storm.
 
+**4. Preempted KV: recompute vs CPU offload** (``--kv-offload GiB``, 16 by default, off with
+``--quick`` or 0). vLLM drops a preempted request's KV and recomputes it when the request resumes,
+unless its blocks are still in the GPU prefix cache. With vLLM's CPU KV offloading
+(``OffloadingConnector``, what ``--kv-offloading-size`` turns on; here with
+``offload_prompt_only=False`` so decode blocks are stored too) every filled block is also stored
+to a host tier, and a resumed request loads its blocks back instead. The same trace runs three
+times under autellix's plas on a tight KV cache, ``--offload-num-blocks`` (2,000 blocks = 32k
+tokens by default: at the preset's 27,790 blocks a preempted call's blocks stay in the GPU prefix
+cache and almost nothing is recomputed, so the sides would not differ): without the connector;
+with it; and with it where only a request resuming after a preemption looks its blocks up in the
+CPU tier (a new call looks its history up in the GPU prefix cache only: the part of the
+difference that is the preempted requests'; the tier is also a second-level prefix cache for
+every new call). The connector is vLLM's real scheduler side; the harness's loop plays its GPU
+worker (stores done the next batch, loads reported done in the batch that issued them). A batch's
+loads cost ``bytes / tp / pcie_bandwidth`` of the preset's hardware (the host link of the cost
+model's ``swap_time``; 24.8 GB/s on an A100), added to that batch's ``step_time``: the copy runs
+before the batch's forward pass and nothing overlaps it (sync-load semantics; vLLM's default
+async loads overlap other requests' compute on a GPU, so the offload sides are charged an upper
+bound). The KV shape is the preset's model (128 KiB per Llama-3.1-8B token). Reported per side:
+per-token latency, the tokens preempted requests had in KV and how they came back (GPU prefix
+hit, loaded from the CPU tier, recomputed), new calls' history loaded from the CPU tier, and the
+total load time.
+
 The default load saturates a small engine, as ``bench_serve_replay.py`` does: 80 ShareGPT
 programs at 4 programs/s into 12 slots (``--max-num-seqs``). ShareGPT programs are chains, so at
 most one call per live program runs: saturating 256 slots takes ~1000 programs at >= 1.2/s
@@ -178,8 +201,11 @@ def make_vllm_scheduler(
     max_num_seqs: int,
     max_num_batched_tokens: int,
     settings: dict[str, Any] | None = None,
+    kv_offload_bytes: int | None = None,
+    kv_spec: Any = None,
 ) -> Any:
-    """vLLM's stock ``AsyncScheduler`` for ``fcfs``, else ``AutellixScheduler`` running ``policy``."""
+    """vLLM's stock ``AsyncScheduler`` for ``fcfs``, else ``AutellixScheduler`` running ``policy``;
+    ``kv_offload_bytes``: with vLLM's CPU KV offloading (a host tier of that size)."""
     harness = _harness()
     with _quiet():
         from vllm.v1.core.sched.async_scheduler import AsyncScheduler
@@ -195,7 +221,26 @@ def make_vllm_scheduler(
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
             additional_config={"autellix": {**(settings or {}), "policy": policy}},
+            kv_offload_bytes=kv_offload_bytes,
+            kv_spec=kv_spec,
         )
+
+
+def kv_spec_of(preset: cost_model.EnginePreset) -> Any:
+    """The harness's ``KVSpec`` of the preset's model (whole engine: every TP rank's heads), so the
+    offloading connector's block bytes are the cost model's."""
+    import torch
+
+    m = preset.model
+    dtype = {2: torch.float16, 4: torch.float32}[m.bytes_per_kv]
+    return _harness().KVSpec(num_layers=m.layers, num_kv_heads=m.kv_heads, head_size=m.head_dim, dtype=dtype)
+
+
+def load_seconds(preset: cost_model.EnginePreset, nbytes: int) -> float:
+    """Host -> GPU copy time of ``nbytes`` of KV on the preset's engine: every TP rank copies its
+    ``1/tp`` over its own host link at the cost model's pinned-memory bandwidth
+    (``Hardware.pcie_bandwidth``, the same link ``EnginePreset.swap_time`` charges)."""
+    return nbytes / preset.tensor_parallel / preset.hardware.pcie_bandwidth
 
 
 def _count_calls(obj: Any, name: str, counter: list[int]) -> None:
@@ -310,9 +355,22 @@ def replay_vllm(
     settings: dict[str, Any] | None = None,
     on_program_done: Callable[[], None] = lambda: None,
     max_steps: int = 5_000_000,
+    kv_offload_bytes: int | None = None,
+    load_preempted_only: bool = False,
 ) -> dict[str, Any]:
     """Serve ``programs`` with vLLM's scheduler (stock for ``fcfs``, else ``AutellixScheduler``)
-    on the simulated clock; per-program latencies and counters."""
+    on the simulated clock; per-program latencies and counters.
+
+    ``kv_offload_bytes``: with vLLM's CPU KV offloading (``OffloadingConnector``, a host tier of
+    that many bytes; the harness's loop plays its GPU worker): a preempted request's blocks that
+    were stored to the host come back by a CPU -> GPU load instead of a recompute. A batch that
+    carries loads takes its ``step_time`` plus their copy time (:func:`load_seconds`): the worker
+    submits a batch's loads before its forward pass, and the copy is charged as if the batch
+    waited for it (vLLM's async loads overlap other requests' compute on a GPU: an upper bound).
+    ``load_preempted_only``: only a request resuming after a preemption looks its blocks up in the
+    CPU tier (a new call's history is looked up in the GPU prefix cache only), to tell the two
+    uses of the tier apart.
+    """
     harness = _harness()
     scheduler = make_vllm_scheduler(
         model_config,
@@ -321,6 +379,8 @@ def replay_vllm(
         max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens,
         settings=settings,
+        kv_offload_bytes=kv_offload_bytes,
+        kv_spec=kv_spec_of(preset) if kv_offload_bytes is not None else None,
     )
     loop = harness.EngineLoop(scheduler)
     now = 0.0
@@ -328,6 +388,40 @@ def replay_vllm(
         scheduler.programs.clock = lambda: now
     preemptions = [0]
     _count_calls(scheduler, "_preempt_request", preemptions)
+    # a preempted request's KV: tokens it had computed, then how they came back when it resumed
+    # (GPU prefix-cache hit, CPU load, recompute); loads for calls never preempted are their
+    # history found in the CPU tier (a second-level prefix cache)
+    lost: dict[str, int] = {}
+    resume = {
+        "preempted_tokens": 0,
+        "recomputed_tokens": 0,
+        "loaded_tokens": 0,
+        "gpu_hit_tokens": 0,
+        "prefix_loaded_tokens": 0,
+    }
+    loaded_since: dict[str, int] = {}  # tokens loaded for a request not yet (re)started
+    load_s = 0.0
+    loaded_bytes = 0
+    preempt = scheduler._preempt_request
+
+    def preempt_and_record(request: Any, *args: Any, **kwargs: Any) -> Any:
+        lost[request.request_id] = request.num_computed_tokens
+        resume["preempted_tokens"] += request.num_computed_tokens
+        return preempt(request, *args, **kwargs)
+
+    scheduler._preempt_request = preempt_and_record
+    if load_preempted_only:
+        lookup = scheduler.connector.get_num_new_matched_tokens
+
+        def lookup_if_preempted(request: Any, *args: Any, **kwargs: Any) -> Any:
+            skip = request.skip_reading_prefix_cache  # read by the connector after the GPU lookup
+            request.skip_reading_prefix_cache = skip or request.num_preemptions == 0
+            try:
+                return lookup(request, *args, **kwargs)
+            finally:
+                request.skip_reading_prefix_cache = skip
+
+        scheduler.connector.get_num_new_matched_tokens = lookup_if_preempted
 
     prompts = {p.id: Prompts(p, seed, harness.TOKEN) for p in programs}
     specs = {p.id: p for p in programs}
@@ -406,6 +500,24 @@ def replay_vllm(
             continue
         # the loop took this batch's output: it ran from the previous batch's end to now
         cached_tokens += cached_at_start(out)
+        for load in iteration.loads:
+            loaded_since[load.request_id] = (
+                loaded_since.get(load.request_id, 0) + load.blocks * harness.BLOCK_SIZE
+            )
+        if lost or loaded_since:
+            for rid, before in _started(out):
+                loaded = min(before, loaded_since.pop(rid, 0))
+                if rid in lost:  # a preempted request resumes with ``before`` tokens in KV
+                    resume["loaded_tokens"] += loaded
+                    resume["gpu_hit_tokens"] += before - loaded
+                    resume["recomputed_tokens"] += max(0, lost.pop(rid) - before)
+                else:
+                    resume["prefix_loaded_tokens"] += loaded
+        if iteration.loads:
+            copy = load_seconds(preset, iteration.loaded_bytes)
+            loaded_bytes += iteration.loaded_bytes
+            load_s += copy
+            now += copy
         if out.total_num_scheduled_tokens:
             executed += 1
             idle_steps = 0
@@ -419,6 +531,8 @@ def replay_vllm(
         for rid in iteration.finished:
             finished(rid)
     wall = time.perf_counter() - started
+    if kv_offload_bytes is not None:
+        loop.run()  # the last stores to the CPU tier (after every program finished: no clock)
 
     latency = [finish[p.id] - p.arrival for p in programs]
     mismatches = [r for r, n in expected.items() if loop.tokens.get(r, 0) != n]
@@ -426,6 +540,15 @@ def replay_vllm(
     for reason in loop.finish_reasons.values():
         reasons[reason] = reasons.get(reason, 0) + 1
     first = min((p.arrival for p in programs), default=0.0)
+    kv: dict[str, Any] = {"num_blocks": num_blocks, "free_blocks_at_end": _free_blocks(scheduler), **resume}
+    if kv_offload_bytes is not None:
+        kv.update(
+            offload_bytes=kv_offload_bytes,
+            loaded_bytes=loaded_bytes,
+            load_s=load_s,
+            stored_blocks=loop.stored_blocks,
+            transfers_pending=bool(scheduler.connector.has_pending_push_work() or loop.busy()),
+        )
     return {
         **_summary(latency, programs),
         "calls_done": len(loop.finish_reasons),
@@ -439,7 +562,76 @@ def replay_vllm(
         "scheduler_us_per_step": scheduler_seconds / max(1, steps) * 1e6,
         "makespan_s": max(finish.values(), default=first) - first,
         "wall_s": wall,
+        "kv": kv,
     }
+
+
+def _started(out: Any) -> Iterator[tuple[str, int]]:
+    """``(request id, tokens already in KV)`` of the requests a ``SchedulerOutput`` (re)started."""
+    for new in out.scheduled_new_reqs:
+        yield new.req_id, new.num_computed_tokens
+    cached = out.scheduled_cached_reqs
+    for rid, before in zip(cached.req_ids, cached.num_computed_tokens, strict=True):
+        if rid in cached.resumed_req_ids:
+            yield rid, before
+
+
+def _free_blocks(scheduler: Any) -> int:
+    """Free KV blocks, the null block excluded (``num_blocks - 1`` when nothing is held)."""
+    return int(scheduler.kv_cache_manager.block_pool.get_num_free_blocks())
+
+
+def compare_offload(
+    args: argparse.Namespace,
+    programs: Sequence[ProgramSpec],
+    preset: cost_model.EnginePreset,
+    model_config: Any,
+    progress: Any,
+) -> dict[str, Any]:
+    """The same replay under an autellix policy (plas if run) on a tight KV cache
+    (``--offload-num-blocks``), once as vLLM runs by default (a preempted request's KV is dropped
+    and recomputed, unless the GPU prefix cache still holds it) and once with vLLM's CPU KV
+    offloading (``--kv-offload`` GiB: blocks are stored to the host as they fill and a preempted
+    request loads them back, charged at the preset's host link bandwidth)."""
+    policy = "plas" if "plas" in args.policies else args.policies[1]
+    out: dict[str, Any] = {
+        "policy": policy,
+        "num_blocks": args.offload_num_blocks,
+        "cpu_gib": args.kv_offload,
+        "host_link_bytes_per_s": preset.hardware.pcie_bandwidth,
+        "load_charge": "a batch's CPU -> GPU loads: bytes / tp / pcie_bandwidth, added to its step_time",
+    }
+    for side, gib in (("recompute", None), ("offload", args.kv_offload), ("offload_resume", args.kv_offload)):
+        label = f"AutellixScheduler ({policy}) {OFFLOAD_SIDES[side]}"
+        task = progress.add_task(f"replay: {label}, {args.offload_num_blocks} blocks", total=len(programs))
+        out[side] = replay_vllm(
+            programs,
+            policy,
+            model_config,
+            preset=preset,
+            num_blocks=args.offload_num_blocks,
+            max_num_seqs=args.max_num_seqs,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            seed=args.seed,
+            settings=args.settings,
+            on_program_done=lambda t=task: progress.advance(t),
+            kv_offload_bytes=None if gib is None else int(gib * (1 << 30)),
+            load_preempted_only=side == "offload_resume",
+        )
+    base = out["recompute"]["per_token_s"]
+    out["ratio"] = {  # recompute / offload: > 1, offload is faster
+        side: {k: base[k] / out[side]["per_token_s"][k] for k in ("mean", "p50", "p99")}
+        for side in ("offload", "offload_resume")
+    }
+    return out
+
+
+#: the sides of the recompute / offload comparison
+OFFLOAD_SIDES = {
+    "recompute": "recompute",
+    "offload": "CPU offload",
+    "offload_resume": "CPU offload, resumes only",
+}
 
 
 # -- the simulator, configured as that engine ------------------------------------------------------
@@ -755,6 +947,60 @@ def _report(result: dict[str, Any]) -> None:
                     f"[red]{policy}: {r['calls_done']}/{r['calls']} calls done, "
                     f"{r['token_mismatches']} with the wrong number of tokens[/red]"
                 )
+    if "offload" in result:
+        o = result["offload"]
+        table = Table(
+            title="preempted KV: recompute (vLLM's default) vs CPU KV offload "
+            f"({o['cpu_gib']:g} GiB host tier), "
+            f"{o['policy']} (autellix), {o['num_blocks']} blocks; loads charged at "
+            f"{o['host_link_bytes_per_s'] / 1e9:.1f} GB/s; per-token latency in simulated ms/token",
+            title_justify="left",
+        )
+        for col in (
+            "side",
+            "mean",
+            "P50",
+            "P99",
+            "done",
+            "preempt",
+            "lost",
+            "GPU hit",
+            "loaded",
+            "recomp.",
+            "history",
+            "load s",
+            "makespan s",
+        ):
+            table.add_column(col, justify="left" if col == "side" else "right", no_wrap=col == "side")
+        for side, label in OFFLOAD_SIDES.items():
+            r = o[side]
+            d, kv = r["per_token_s"], r["kv"]
+            table.add_row(
+                label,
+                f"{d['mean'] * 1e3:.1f}",
+                f"{d['p50'] * 1e3:.1f}",
+                f"{d['p99'] * 1e3:.1f}",
+                f"{r['programs_done']}/{cfg['programs']}",
+                str(r["preemptions"]),
+                f"{kv['preempted_tokens'] / 1e3:.1f}",
+                f"{kv['gpu_hit_tokens'] / 1e3:.1f}",
+                f"{kv['loaded_tokens'] / 1e3:.1f}",
+                f"{kv['recomputed_tokens'] / 1e3:.1f}",
+                f"{kv['prefix_loaded_tokens'] / 1e3:.1f}",
+                f"{kv.get('load_s', 0.0):.2f}",
+                f"{r['makespan_s']:.0f}",
+            )
+        console.print(table)
+        console.print(
+            "lost: thousands of tokens preempted requests had in KV, back as a GPU prefix-cache hit, "
+            "loaded from the CPU tier or recomputed; history: thousands of tokens of new calls' prefixes "
+            "loaded from the CPU tier"
+        )
+        for side, q in o["ratio"].items():
+            console.print(
+                f"recompute / {OFFLOAD_SIDES[side]}, per-token latency (> 1: faster than recompute): "
+                f"mean {q['mean']:.2f}, P50 {q['p50']:.2f}, P99 {q['p99']:.2f}"
+            )
     if "overhead" in result:
         o = result["overhead"]
         table = Table(
@@ -812,7 +1058,12 @@ DEFAULTS = {  # name: (default, --quick)
     "max_num_seqs": (12, 6),
     "tool_wait_scale": (1.0, 0.25),
     "overhead_steps": (200, 60),
+    "kv_offload": (16.0, 0.0),
 }
+#: KV blocks of the recompute / offload comparison by default: 32k tokens, ~7% of the A100
+#: preset's capacity, so that preemption drops KV the GPU prefix cache cannot keep (at the
+#: preset's 27,790 blocks a preempted call's blocks stay cached and nearly nothing is recomputed)
+OFFLOAD_NUM_BLOCKS = 2000
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -850,6 +1101,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--overhead-running", type=int, default=256, help="running requests (default: 256)")
     p.add_argument("--overhead-waiting", type=int, default=10_000, help="waiting requests (default: 10000)")
+    p.add_argument(
+        "--kv-offload",
+        type=float,
+        default=None,
+        metavar="GiB",
+        help="CPU KV tier of the recompute / offload comparison, 0: no comparison "
+        f"(default: {DEFAULTS['kv_offload'][0]:g}; --quick: off)",
+    )
+    p.add_argument(
+        "--offload-num-blocks",
+        type=int,
+        default=OFFLOAD_NUM_BLOCKS,
+        help=f"KV blocks of the recompute / offload comparison (default: {OFFLOAD_NUM_BLOCKS})",
+    )
     p.add_argument("--skip-replay", action="store_true", help="only the overhead measurement")
     p.add_argument("--skip-overhead", action="store_true", help="only the replay")
     p.add_argument(
@@ -876,6 +1141,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("counts must be >= 1 (--overhead-waiting >= 0)")
     if not args.rate > 0 or not args.tool_wait_scale >= 0 or args.seed < 0:
         p.error("--rate must be > 0, --tool-wait-scale and --seed >= 0")
+    if not args.kv_offload >= 0 or args.offload_num_blocks < 1:
+        p.error("--kv-offload must be >= 0 and --offload-num-blocks >= 1")
     if args.max_num_batched_tokens < args.max_num_seqs:
         p.error("--max-num-batched-tokens must be >= --max-num-seqs")
     args.settings = {}  # the plug-in's defaults (plus AUTELLIX_* variables, as the plug-in reads them)
@@ -906,6 +1173,8 @@ def run(args: argparse.Namespace, model_config: Any = None) -> dict[str, Any]:
             "max_num_batched_tokens": args.max_num_batched_tokens,
             "tool_wait_scale": args.tool_wait_scale,
             "quick": args.quick,
+            "kv_offload_gib": args.kv_offload,
+            "offload_num_blocks": args.offload_num_blocks,
             "autellix_settings": {p: asdict(plugin_settings(p, args.settings)) for p in args.policies[1:]},
             "sim_config": {
                 **{k: v for k, v in sim_config(args, BASELINE).as_dict().items() if k != "scheduler"},
@@ -979,6 +1248,8 @@ def run(args: argparse.Namespace, model_config: Any = None) -> dict[str, Any]:
             result["pass"] = all(
                 cell["verdict"] != "MISS" for cells in result["fractions"].values() for cell in cells.values()
             )
+            if args.kv_offload > 0:
+                result["offload"] = compare_offload(args, programs, preset, model_config, progress)
         if not args.skip_overhead:
             warmup = 20 if not args.quick else 10
             task = progress.add_task(

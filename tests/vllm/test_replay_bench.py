@@ -124,3 +124,34 @@ def test_main_writes_the_documented_json(bench: ModuleType, model_config: Any, t
     assert overhead["autellix"]["core_step_median_us"] > 0
     assert {"added_us", "added_fraction", "medians_difference_us", "pass"} <= set(overhead)
     assert result["overhead"]["pass"] == overhead["pass"]
+
+
+def test_offload_comparison_completes_and_drains(
+    bench: ModuleType, model_config: Any, tmp_path: Path
+) -> None:
+    programs = generate("sharegpt", 3, 4.0, 0, tool_wait_scale=0.25)  # --quick's workload
+    longest = max(c.prompt_tokens + c.output_tokens for p in programs for c in p.calls)
+    num_blocks = longest // 16 + 4  # a tight cache: the longest call and little more
+    out = tmp_path / "replay.json"
+    argv = ["--quick", "--programs", "3", "--max-num-seqs", "2", "--skip-overhead", "--no-progress"]
+    argv += ["--kv-offload", "1", "--offload-num-blocks", str(num_blocks), "--json", str(out)]
+    bench.main(argv, model_config=model_config)
+    data = json.loads(out.read_text())
+    offload = data["offload"]
+    assert (offload["policy"], offload["num_blocks"], offload["cpu_gib"]) == ("plas", num_blocks, 1.0)
+    assert set(offload["ratio"]) == {"offload", "offload_resume"}
+    assert all(set(q) == {"mean", "p50", "p99"} for q in offload["ratio"].values())
+    for side in ("recompute", "offload", "offload_resume"):
+        r = offload[side]
+        assert r["programs_done"] == 3
+        assert r["calls_done"] == r["calls"] == data["workload"]["calls"]
+        assert r["token_mismatches"] == 0
+        kv = r["kv"]
+        assert kv["free_blocks_at_end"] == num_blocks - 1  # every block back in the pool
+        assert kv["preempted_tokens"] >= 0 and kv["recomputed_tokens"] >= 0
+    for side in ("offload", "offload_resume"):
+        kv = offload[side]["kv"]
+        assert kv["transfers_pending"] is False  # the connector has no job left
+        assert kv["stored_blocks"] > 0 and kv["loaded_bytes"] >= 0 and kv["load_s"] >= 0
+    assert offload["offload_resume"]["kv"]["prefix_loaded_tokens"] == 0  # only resumes load
+    assert "load_s" not in offload["recompute"]["kv"] and offload["recompute"]["kv"]["loaded_tokens"] == 0

@@ -173,7 +173,9 @@ def make_scheduler(
             kv_cache_groups=[
                 KVCacheGroupSpec(
                     ["layer"],
-                    FullAttentionSpec(block_size=BLOCK_SIZE, num_kv_heads=1, head_size=1, dtype=torch.float32),
+                    FullAttentionSpec(
+                        block_size=BLOCK_SIZE, num_kv_heads=1, head_size=1, dtype=torch.float32
+                    ),
                 )
             ],
         )
@@ -271,7 +273,9 @@ class _OffloadWorker:
     stored_blocks: int = 0
     _step: int = 0
     _deferred: set[int] = field(default_factory=set)  # this batch's stores: submitted with the next
-    _in_flight: list[tuple[int, int, str | None]] = field(default_factory=list)  # (due, job, async load's req)
+    _in_flight: list[tuple[int, int, str | None]] = field(
+        default_factory=list
+    )  # (due, job, async load's req)
 
     def execute(self, meta: Any) -> tuple[KVConnectorOutput, list[KVLoad]]:
         self._step += 1
@@ -282,6 +286,9 @@ class _OffloadWorker:
             stores = dict(meta.store_jobs)
             for job in meta.jobs_to_flush or ():  # handle_preemptions: submit and wait now
                 entry = stores.pop(job, None)
+                in_flight = [f for f in self._in_flight if f[1] == job]
+                if entry is None and job not in self._deferred and not in_flight:
+                    continue  # already reported done (the scheduler has not seen it yet)
                 if entry is not None:
                     self.stored_blocks += len(entry.src_spec.block_ids)
                 self._deferred.discard(job)
@@ -404,7 +411,8 @@ class EngineLoop:
         ids = list(scheduled.num_scheduled_tokens)
         requests = self.scheduler.requests
         sampled = [[] if requests[r].is_prefill_chunk else [TOKEN] for r in ids]
-        kv_output, loads = None, []
+        kv_output: KVConnectorOutput | None = None
+        loads: list[KVLoad] = []
         if self._worker is not None:
             kv_output, loads = self._worker.execute(scheduled.kv_connector_metadata)
         output = ModelRunnerOutput(
