@@ -131,7 +131,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -643,24 +643,9 @@ def plugin_settings(policy: str, settings: dict[str, Any] | None = None) -> Plug
     return PluginSettings.load({**(settings or {}), "policy": policy})
 
 
-class _NoSchedulerCpuPreset(cost_model.EnginePreset):
-    """The preset without the per-round scheduler CPU time: the replay's clock has none."""
-
-    def schedule_time(self, running_seqs: int) -> float:
-        return 0.0
-
-
 def engine_like_preset(name: str) -> cost_model.EnginePreset:
-    p = cost_model.preset(name)
-    return _NoSchedulerCpuPreset(
-        name=p.name,
-        model=p.model,
-        hardware=p.hardware,
-        tensor_parallel=p.tensor_parallel,
-        gpu_memory_utilization=p.gpu_memory_utilization,
-        block_size=p.block_size,
-        iteration_overhead=p.iteration_overhead,
-    )
+    """The preset without the per-round scheduler CPU time: the replay's clock has none."""
+    return replace(cost_model.preset(name), scheduler_cpu=False)
 
 
 def sim_config(args: argparse.Namespace, policy: str) -> SimConfig:
