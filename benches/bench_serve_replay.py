@@ -81,7 +81,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,18 +90,15 @@ import httpx
 from autellix.sim import cost_model
 from autellix.sim.cluster import simulate
 from autellix.sim.config import SimConfig
-from autellix.sim.metrics import Distribution
 from autellix.sim.spec import CallSpec, ProgramSpec
 from autellix.sim.trace import estimate_tokens
 from autellix.sim.workload import WORKLOADS, generate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_procs.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_procs.py, _replay.py
 from _procs import free_port, start, stop
+from _replay import BASELINE, finite, policies_arg, policy_ratios, simulated, summary
 
 MODEL = "autellix-sim"
-#: policies the server and the core know (``vllm`` is a simulator-only engine configuration)
-POLICIES = ("fcfs", "mlfq", "plas", "atlas")
-BASELINE = "fcfs"
 #: filler text of the prompts (ASCII: the server counts ``len / 4.5`` tokens)
 _FILLER = "the agent reads the tool output and plans its next step. " * 64
 _ROLE_PREFIX = "user: "  # what the server puts before a message's content (``prompt_text``)
@@ -134,14 +131,7 @@ def sim_config(args: argparse.Namespace, policy: str) -> SimConfig:
 def run_simulator(args: argparse.Namespace, programs: Sequence[ProgramSpec], policy: str) -> dict[str, Any]:
     preset = server_like_preset(args.preset)
     result = simulate(sim_config(args, policy), programs, preset=preset)
-    latency = [o.finish - o.arrival if o.finish >= 0 else math.nan for o in result.outcomes]
-    return {
-        **_summary(latency, programs),
-        "errors": 0,
-        "preemptions": result.preemptions,
-        "makespan_s": result.makespan,
-        "wall_s": result.wall_seconds,
-    }
+    return {**simulated(result, programs), "errors": 0}
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -328,7 +318,7 @@ def run_server(
     ends = [p.arrival + lat for p, lat in zip(programs, latency, strict=True) if not math.isnan(lat)]
     first = min((p.arrival for p in programs), default=0.0)
     return {
-        **_summary(latency, programs),
+        **summary(latency, programs),
         "errors": len(got.errors),
         "error_messages": got.errors[:10],
         "calls_ok": got.calls_ok,
@@ -339,39 +329,6 @@ def run_server(
 
 
 # -- figures ------------------------------------------------------------------------------------
-
-
-def _summary(latency: Sequence[float], programs: Sequence[ProgramSpec]) -> dict[str, Any]:
-    """Per-token latency and latency distributions over the finished programs (NaN = unfinished)."""
-    done = [(lat, p) for lat, p in zip(latency, programs, strict=True) if not math.isnan(lat)]
-    per_token = [lat / max(1, p.output_tokens) for lat, p in done]
-    return {
-        "programs_done": len(done),
-        "per_token_s": asdict(Distribution.of(per_token)),
-        "latency_s": asdict(Distribution.of([lat for lat, _ in done])),
-        "program_latency_s": [None if math.isnan(x) else x for x in latency],
-    }
-
-
-def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """FCFS / policy of mean, P50 and P99 per-token latency (> 1: the policy beats FCFS)."""
-    base = results[BASELINE]["per_token_s"]
-    return {
-        policy: {k: base[k] / r["per_token_s"][k] for k in ("mean", "p50", "p99")}
-        for policy, r in results.items()
-        if policy != BASELINE
-    }
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN / infinity replaced by ``None`` (strict JSON)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 SIDES = {
@@ -437,17 +394,6 @@ def _report(result: dict[str, Any]) -> None:
     )
 
 
-def _policies(text: str) -> list[str]:
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    bad = [p for p in names if p not in POLICIES]
-    if bad or BASELINE not in names or len(names) < 2 or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(
-            f"a comma-separated list of distinct policies from {', '.join(POLICIES)}, with {BASELINE} "
-            f"and at least one other, got {text!r}"
-        )
-    return [BASELINE] + [p for p in names if p != BASELINE]
-
-
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -468,7 +414,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=4.0, help="program arrivals per second (default: 4)")
     p.add_argument("--seed", type=int, default=0, help="workload seed (default: 0)")
     p.add_argument(
-        "--policies", type=_policies, default=None, help="comma-separated, with fcfs (default: fcfs,plas)"
+        "--policies", type=policies_arg, default=None, help="comma-separated, with fcfs (default: fcfs,plas)"
     )
     p.add_argument(
         "--time-scale",
@@ -528,7 +474,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 args, programs, policy, deadline, on_done=lambda t=task: progress.advance(t)
             )
     results = {"server": server, "sim": sim}
-    ratios = {side: _ratios(r) for side, r in results.items()}
+    ratios = {side: policy_ratios(r) for side, r in results.items()}
     agreement = all(
         (ratios["server"][p][k] - 1) * (ratios["sim"][p][k] - 1) > 0
         for p in ratios["sim"]
@@ -569,7 +515,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _report(result)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(_finite(result), indent=2, allow_nan=False) + "\n")
+        Path(args.json).write_text(json.dumps(finite(result), indent=2, allow_nan=False) + "\n")
     return result
 
 

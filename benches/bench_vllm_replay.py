@@ -122,7 +122,6 @@ import contextlib
 import gc
 import heapq
 import json
-import math
 import os
 import platform
 import statistics
@@ -142,13 +141,13 @@ from autellix.adapters.settings import PluginSettings
 from autellix.sim import cost_model
 from autellix.sim.cluster import simulate
 from autellix.sim.config import SimConfig
-from autellix.sim.metrics import Distribution
 from autellix.sim.spec import CallSpec, ProgramSpec
 from autellix.sim.workload import WORKLOADS, generate
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_replay.py
+from _replay import BASELINE, finite, policies_arg, policy_ratios, ratio, simulated, summary
+
 #: autellix policies the plug-in knows; ``fcfs`` is vLLM's stock scheduler
-POLICIES = ("fcfs", "mlfq", "plas", "atlas")
-BASELINE = "fcfs"
 #: fraction of the simulator's improvement the replay must keep
 GOAL_FRACTION = 0.70
 #: a simulator ratio within this of 1 is no improvement to keep: its fraction is n/a
@@ -550,7 +549,7 @@ def replay_vllm(
             transfers_pending=bool(scheduler.connector.has_pending_push_work() or loop.busy()),
         )
     return {
-        **_summary(latency, programs),
+        **summary(latency, programs),
         "calls_done": len(loop.finish_reasons),
         "calls": sum(len(p.calls) for p in programs),
         "token_mismatches": len(mismatches),
@@ -618,11 +617,8 @@ def compare_offload(
             kv_offload_bytes=None if gib is None else int(gib * (1 << 30)),
             load_preempted_only=side == "offload_resume",
         )
-    base = out["recompute"]["per_token_s"]
-    out["ratio"] = {  # recompute / offload: > 1, offload is faster
-        side: {k: base[k] / out[side]["per_token_s"][k] for k in ("mean", "p50", "p99")}
-        for side in ("offload", "offload_resume")
-    }
+    # recompute / offload: > 1, offload is faster
+    out["ratio"] = {side: ratio(out["recompute"], out[side]) for side in ("offload", "offload_resume")}
     return out
 
 
@@ -674,16 +670,12 @@ def sim_config(args: argparse.Namespace, policy: str) -> SimConfig:
 
 def run_simulator(args: argparse.Namespace, programs: Sequence[ProgramSpec], policy: str) -> dict[str, Any]:
     result = simulate(sim_config(args, policy), programs, preset=engine_like_preset(args.preset))
-    latency = [o.finish - o.arrival if o.finish >= 0 else math.nan for o in result.outcomes]
     return {
-        **_summary(latency, programs),
+        **simulated(result, programs),
         "calls_done": result.calls_done,
         "calls": sum(len(p.calls) for p in programs),
-        "preemptions": result.preemptions,
         "cached_tokens": result.cached_tokens,
         "steps": result.iterations,
-        "makespan_s": result.makespan,
-        "wall_s": result.wall_seconds,
     }
 
 
@@ -801,28 +793,6 @@ def measure_overhead(
 # -- figures ---------------------------------------------------------------------------------------
 
 
-def _summary(latency: Sequence[float], programs: Sequence[ProgramSpec]) -> dict[str, Any]:
-    """Per-token latency and latency distributions over the finished programs (NaN = unfinished)."""
-    done = [(lat, p) for lat, p in zip(latency, programs, strict=True) if not math.isnan(lat)]
-    per_token = [lat / max(1, p.output_tokens) for lat, p in done]
-    return {
-        "programs_done": len(done),
-        "per_token_s": asdict(Distribution.of(per_token)),
-        "latency_s": asdict(Distribution.of([lat for lat, _ in done])),
-        "program_latency_s": [None if math.isnan(x) else x for x in latency],
-    }
-
-
-def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """FCFS / policy of mean, P50 and P99 per-token latency (> 1: the policy beats FCFS)."""
-    base = results[BASELINE]["per_token_s"]
-    return {
-        policy: {k: base[k] / r["per_token_s"][k] for k in ("mean", "p50", "p99")}
-        for policy, r in results.items()
-        if policy != BASELINE
-    }
-
-
 def _fractions(ratios: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
     """Per policy and metric: (vllm_ratio - 1) / (sim_ratio - 1) and PASS / MISS / n/a."""
     out: dict[str, dict[str, Any]] = {}
@@ -840,17 +810,6 @@ def _fractions(ratios: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict
                 "verdict": "PASS" if fraction >= GOAL_FRACTION else "MISS",
             }
     return out
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN / infinity replaced by ``None`` (strict JSON)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 SIDES = {"vllm": "vLLM replay", "sim": "simulator"}
@@ -1027,17 +986,6 @@ def _verdict(cell: dict[str, Any]) -> str:
 # -- main ------------------------------------------------------------------------------------------
 
 
-def _policies(text: str) -> list[str]:
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    bad = [p for p in names if p not in POLICIES]
-    if bad or BASELINE not in names or len(names) < 2 or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(
-            f"a comma-separated list of distinct policies from {', '.join(POLICIES)}, with {BASELINE} "
-            f"and at least one other, got {text!r}"
-        )
-    return [BASELINE] + [p for p in names if p != BASELINE]
-
-
 DEFAULTS = {  # name: (default, --quick)
     "programs": (80, 24),
     "max_num_seqs": (12, 6),
@@ -1060,7 +1008,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="workload seed (default: 0)")
     p.add_argument(
         "--policies",
-        type=_policies,
+        type=policies_arg,
         default=None,
         help="comma-separated, with fcfs (default: fcfs,plas; fcfs,plas,atlas for lats and mixed)",
     )
@@ -1222,7 +1170,7 @@ def run(args: argparse.Namespace, model_config: Any = None) -> dict[str, Any]:
                 )
             result["vllm"] = replayed
             result["sim"] = sim
-            ratios = {side: _ratios(result[side]) for side in SIDES}
+            ratios = {side: policy_ratios(result[side]) for side in SIDES}
             result["ratios"] = ratios
             result["fractions"] = _fractions(ratios)
             result["agreement"] = all(
@@ -1261,7 +1209,7 @@ def main(argv: list[str] | None = None, model_config: Any = None) -> dict[str, A
     _report(result)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(_finite(result), indent=2, allow_nan=False) + "\n")
+        Path(args.json).write_text(json.dumps(finite(result), indent=2, allow_nan=False) + "\n")
     return result
 
 

@@ -1,0 +1,73 @@
+"""What the replay benchmarks (``bench_serve_replay.py``, ``bench_vllm_replay.py``) share: the
+policies they compare, the paper's per-program metrics, FCFS / policy ratios and strict JSON."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from autellix.sim.metrics import Distribution, SimResult
+from autellix.sim.spec import ProgramSpec
+
+#: policies the core knows, and the one every other is compared with
+POLICIES = ("fcfs", "mlfq", "plas", "atlas")
+BASELINE = "fcfs"
+
+
+def summary(latency: Sequence[float], programs: Sequence[ProgramSpec]) -> dict[str, Any]:
+    """Per-token latency and latency distributions over the finished programs (NaN = unfinished)."""
+    done = [(lat, p) for lat, p in zip(latency, programs, strict=True) if not math.isnan(lat)]
+    per_token = [lat / max(1, p.output_tokens) for lat, p in done]
+    return {
+        "programs_done": len(done),
+        "per_token_s": asdict(Distribution.of(per_token)),
+        "latency_s": asdict(Distribution.of([lat for lat, _ in done])),
+        "program_latency_s": [None if math.isnan(x) else x for x in latency],
+    }
+
+
+def simulated(result: SimResult, programs: Sequence[ProgramSpec]) -> dict[str, Any]:
+    """:func:`summary` of a simulator run, with its preemptions, makespan and wall time."""
+    latency = [o.finish - o.arrival if o.finish >= 0 else math.nan for o in result.outcomes]
+    return {
+        **summary(latency, programs),
+        "preemptions": result.preemptions,
+        "makespan_s": result.makespan,
+        "wall_s": result.wall_seconds,
+    }
+
+
+def ratio(base: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, float]:
+    """``base`` / ``other`` of mean, P50 and P99 per-token latency (> 1: ``other`` is faster)."""
+    return {k: base["per_token_s"][k] / other["per_token_s"][k] for k in ("mean", "p50", "p99")}
+
+
+def policy_ratios(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """FCFS / policy for every policy but FCFS (> 1: the policy beats FCFS)."""
+    return {policy: ratio(results[BASELINE], r) for policy, r in results.items() if policy != BASELINE}
+
+
+def policies_arg(text: str) -> list[str]:
+    """``--policies``: distinct known policies, FCFS among them (returned first), at least two."""
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in names if p not in POLICIES]
+    if bad or BASELINE not in names or len(names) < 2 or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"a comma-separated list of distinct policies from {', '.join(POLICIES)}, with {BASELINE} "
+            f"and at least one other, got {text!r}"
+        )
+    return [BASELINE] + [p for p in names if p != BASELINE]
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN / infinity replaced by ``None`` (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
