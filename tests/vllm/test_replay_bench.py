@@ -7,9 +7,8 @@ hits), and ``main`` writes the JSON the benchmark documents.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,17 +17,10 @@ import pytest
 
 from autellix.sim.workload import generate
 
-BENCH = Path(__file__).resolve().parents[2] / "benches" / "bench_vllm_replay.py"
-
 
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_vllm_replay", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
-    spec.loader.exec_module(module)
-    return module
+def bench(load_bench: Callable[[str], ModuleType]) -> ModuleType:
+    return load_bench("bench_vllm_replay")
 
 
 def test_prompts_continue_the_first_parents_context(bench: ModuleType) -> None:
