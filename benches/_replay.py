@@ -4,12 +4,16 @@ policies they compare, the paper's per-program metrics, FCFS / policy ratios and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from autellix.sim.metrics import Distribution, SimResult
+from autellix.sim import cost_model
+from autellix.sim.cluster import simulate
+from autellix.sim.config import SimConfig
+from autellix.sim.metrics import Distribution
 from autellix.sim.spec import ProgramSpec
 
 #: policies the core knows, and the one every other is compared with
@@ -29,12 +33,27 @@ def summary(latency: Sequence[float], programs: Sequence[ProgramSpec]) -> dict[s
     }
 
 
-def simulated(result: SimResult, programs: Sequence[ProgramSpec]) -> dict[str, Any]:
-    """:func:`summary` of a simulator run, with its preemptions, makespan and wall time."""
+#: The simulator set up as one real engine: one core step per iteration, preempted KV dropped and
+#: recomputed (as the server's simulated engine and vLLM v1 do).
+ONE_ENGINE: dict[str, Any] = {"engines": 1, "swap": "recompute", "steps_per_schedule": 1}
+
+
+def engine_preset(name: str) -> cost_model.EnginePreset:
+    """The preset without vLLM 0.6's scheduler CPU time per round: the replays' clocks have none."""
+    return dataclasses.replace(cost_model.preset(name), scheduler_cpu=False)
+
+
+def run_simulator(config: SimConfig, programs: Sequence[ProgramSpec]) -> dict[str, Any]:
+    """The simulator on ``programs``: :func:`summary`, calls, preemptions, cached tokens, makespan."""
+    result = simulate(config, programs, preset=engine_preset(config.preset))
     latency = [o.finish - o.arrival if o.finish >= 0 else math.nan for o in result.outcomes]
     return {
         **summary(latency, programs),
+        "calls_done": result.calls_done,
+        "calls": sum(len(p.calls) for p in programs),
         "preemptions": result.preemptions,
+        "cached_tokens": result.cached_tokens,
+        "steps": result.iterations,
         "makespan_s": result.makespan,
         "wall_s": result.wall_seconds,
     }

@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import math
 import os
@@ -88,7 +87,6 @@ from typing import Any
 import httpx
 
 from autellix.sim import cost_model
-from autellix.sim.cluster import simulate
 from autellix.sim.config import SimConfig
 from autellix.sim.spec import CallSpec, ProgramSpec
 from autellix.sim.trace import estimate_tokens
@@ -96,7 +94,7 @@ from autellix.sim.workload import WORKLOADS, generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_procs.py, _replay.py
 from _procs import free_port, start, stop
-from _replay import BASELINE, finite, policies_arg, policy_ratios, simulated, summary
+from _replay import BASELINE, ONE_ENGINE, finite, policies_arg, policy_ratios, run_simulator, summary
 
 MODEL = "autellix-sim"
 #: filler text of the prompts (ASCII: the server counts ``len / 4.5`` tokens)
@@ -106,32 +104,19 @@ _ROLE_PREFIX = "user: "  # what the server puts before a message's content (``pr
 # -- the simulator, configured as the server's engine ------------------------------------------
 
 
-def server_like_preset(name: str) -> cost_model.EnginePreset:
-    """The preset ``name`` as the server's engine runs it (no scheduler CPU time per round)."""
-    return dataclasses.replace(cost_model.preset(name), scheduler_cpu=False)
-
-
 def sim_config(args: argparse.Namespace, policy: str) -> SimConfig:
     return SimConfig(
+        **ONE_ENGINE,
         workload=args.workload,
         rate=args.rate,
         programs=args.programs,
         seed=args.seed,
         scheduler=policy,
-        engines=1,
         preset=args.preset,
-        swap="recompute",
         max_batch=args.max_running,
-        steps_per_schedule=1,
         prefix_caching=False,
         quantum=None,  # the core's default ladder, as the server's engine uses
     )
-
-
-def run_simulator(args: argparse.Namespace, programs: Sequence[ProgramSpec], policy: str) -> dict[str, Any]:
-    preset = server_like_preset(args.preset)
-    result = simulate(sim_config(args, policy), programs, preset=preset)
-    return {**simulated(result, programs), "errors": 0}
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -456,7 +441,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     programs = generate(
         args.workload, args.programs, args.rate, args.seed, tool_wait_scale=args.tool_wait_scale
     )
-    sim = {policy: run_simulator(args, programs, policy) for policy in args.policies}
+    sim = {p: {**run_simulator(sim_config(args, p), programs), "errors": 0} for p in args.policies}
     # a replay gets 4x the simulator's slowest makespan (in wall seconds) plus 30 s, then gives up
     deadline = 4.0 * max(r["makespan_s"] for r in sim.values()) * args.time_scale + 30.0
     server: dict[str, dict[str, Any]] = {}

@@ -130,7 +130,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -139,13 +139,22 @@ import numpy as np
 from autellix._core import SchedulerConfig
 from autellix.adapters.settings import PluginSettings
 from autellix.sim import cost_model
-from autellix.sim.cluster import simulate
 from autellix.sim.config import SimConfig
 from autellix.sim.spec import CallSpec, ProgramSpec
 from autellix.sim.workload import WORKLOADS, generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_replay.py
-from _replay import BASELINE, finite, policies_arg, policy_ratios, ratio, simulated, summary
+from _replay import (
+    BASELINE,
+    ONE_ENGINE,
+    engine_preset,
+    finite,
+    policies_arg,
+    policy_ratios,
+    ratio,
+    run_simulator,
+    summary,
+)
 
 #: autellix policies the plug-in knows; ``fcfs`` is vLLM's stock scheduler
 #: fraction of the simulator's improvement the replay must keep
@@ -639,11 +648,6 @@ def plugin_settings(policy: str, settings: dict[str, Any] | None = None) -> Plug
     return PluginSettings.load({**(settings or {}), "policy": policy})
 
 
-def engine_like_preset(name: str) -> cost_model.EnginePreset:
-    """The preset without the per-round scheduler CPU time: the replay's clock has none."""
-    return replace(cost_model.preset(name), scheduler_cpu=False)
-
-
 def sim_config(args: argparse.Namespace, policy: str) -> SimConfig:
     """The simulator's config for ``policy`` on the replay's engine; its core gets the plug-in's
     scheduler config (``fcfs``: the core's FCFS)."""
@@ -654,29 +658,16 @@ def sim_config(args: argparse.Namespace, policy: str) -> SimConfig:
             return core
 
     return EngineLikeSimConfig(
+        **ONE_ENGINE,
         workload=args.workload,
         rate=args.rate,
         programs=args.programs,
         seed=args.seed,
         scheduler=policy,
-        engines=1,
         preset=args.preset,
-        swap="recompute",
         max_batch=args.max_num_seqs,
-        steps_per_schedule=1,
         prefix_caching=True,
     )
-
-
-def run_simulator(args: argparse.Namespace, programs: Sequence[ProgramSpec], policy: str) -> dict[str, Any]:
-    result = simulate(sim_config(args, policy), programs, preset=engine_like_preset(args.preset))
-    return {
-        **simulated(result, programs),
-        "calls_done": result.calls_done,
-        "calls": sum(len(p.calls) for p in programs),
-        "cached_tokens": result.cached_tokens,
-        "steps": result.iterations,
-    }
 
 
 # -- overhead --------------------------------------------------------------------------------------
@@ -1091,7 +1082,7 @@ def run(args: argparse.Namespace, model_config: Any = None) -> dict[str, Any]:
     programs = generate(
         args.workload, args.programs, args.rate, args.seed, tool_wait_scale=args.tool_wait_scale
     )
-    preset = engine_like_preset(args.preset)
+    preset = engine_preset(args.preset)
     longest = max(c.prompt_tokens + c.output_tokens for p in programs for c in p.calls)
     result: dict[str, Any] = {
         "config": {
@@ -1149,7 +1140,7 @@ def run(args: argparse.Namespace, model_config: Any = None) -> dict[str, Any]:
             )
         )
         if not args.skip_replay:
-            sim = {policy: run_simulator(args, programs, policy) for policy in args.policies}
+            sim = {policy: run_simulator(sim_config(args, policy), programs) for policy in args.policies}
             replayed: dict[str, dict[str, Any]] = {}
             for policy in args.policies:
                 label = (

@@ -46,7 +46,7 @@ def test_replay_completes_every_program(bench: ModuleType, model_config: Any, po
         programs,
         policy,
         model_config,
-        preset=bench.engine_like_preset("llama3.1-8b-a100"),
+        preset=bench.engine_preset("llama3.1-8b-a100"),
         num_blocks=4096,
         max_num_seqs=2,
         max_num_batched_tokens=2048,
