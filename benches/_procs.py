@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 
 import httpx
 
+from autellix.server.vllm_engine import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+__all__ = ["free_port", "start", "stop"]
 
 
 def start(argv: list[str], url: str, name: str, timeout: float = 30.0) -> subprocess.Popen[bytes]:

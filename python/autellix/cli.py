@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shlex
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -471,7 +472,12 @@ def _add_serve(subparsers: _Subparsers) -> None:
         metavar="N",
         help=f"tokens generated when a request sets no max_tokens (default: {d.default_max_tokens})",
     )
-    p.add_argument("--model", default=d.model, metavar="NAME", help=f"model name served (default: {d.model})")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help=f"model name served (default: the --vllm-model with the vllm engine, else {d.model})",
+    )
     p.add_argument(
         "--api-key",
         action="append",
@@ -492,7 +498,8 @@ def _add_serve(subparsers: _Subparsers) -> None:
         "--engine",
         choices=ENGINES,
         default=d.engine,
-        help="sim: the simulated engine; openai: forward calls to --upstream servers (default: sim)",
+        help="sim: the simulated engine; openai: forward calls to --upstream servers; vllm: start "
+        "vLLM servers with the autellix scheduler plug-in and forward calls to them (default: sim)",
     )
     p.add_argument(
         "--upstream",
@@ -526,6 +533,43 @@ def _add_serve(subparsers: _Subparsers) -> None:
         help="send each call's program and thread ids as vLLM's 'vllm_xargs', for vLLM upstreams "
         "running the autellix scheduler plug-in",
     )
+    vllm = p.add_argument_group(
+        "vllm engine",
+        "autellix starts `vllm serve MODEL --scheduler-cls autellix.adapters.vllm.AutellixScheduler` on "
+        "loopback ports (needs `pip install autellix[vllm]` and a GPU), forwards calls to it with their "
+        "program and thread ids, and stops it on exit. Plug-in settings other than --policy come from "
+        "AUTELLIX_* environment variables (see autellix.adapters.settings).",
+    )
+    vllm.add_argument("--vllm-model", metavar="MODEL", help="model path or name for `vllm serve`")
+    vllm.add_argument(
+        "--vllm-args",
+        action="append",
+        type=_shell_words,
+        metavar="ARGS",
+        help="extra `vllm serve` arguments, shell-quoted, e.g. --vllm-args='--max-num-seqs 128 "
+        "--enforce-eager' (repeatable; the = keeps a leading -- from being read as an option)",
+    )
+    vllm.add_argument(
+        "--vllm-replicas",
+        type=_int_at_least(1, "vLLM replicas"),
+        default=d.vllm_replicas,
+        metavar="N",
+        help="vLLM servers to start, balanced by --balancer (default: 1)",
+    )
+    vllm.add_argument(
+        "--vllm-gpus-per-replica",
+        type=_int_at_least(1, "GPUs per replica"),
+        default=d.vllm_gpus_per_replica,
+        metavar="N",
+        help="GPUs per vLLM server, given as consecutive CUDA_VISIBLE_DEVICES groups (default: 1)",
+    )
+    vllm.add_argument(
+        "--vllm-startup-timeout",
+        type=_single_positive_float("startup timeout"),
+        default=d.vllm_startup_timeout,
+        metavar="S",
+        help=f"seconds a vLLM server may take to load its model (default: {d.vllm_startup_timeout:g})",
+    )
     p.add_argument(
         "--access-log",
         action="store_true",
@@ -542,15 +586,24 @@ def _api_keys(given: list[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
+def _shell_words(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"cannot split {text!r}: {exc}") from None
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from autellix._core import AutellixError
     from autellix.server import ServerConfig, create_app
 
     try:
         api_keys = _api_keys(args.api_keys)
+        default_model = args.vllm_model if args.engine == "vllm" and args.vllm_model else ServerConfig.model
         config = ServerConfig(
-            model=args.model,
+            model=args.model or default_model,
             policy=args.policy,
             preset=args.preset,
             time_scale=args.time_scale,
@@ -567,11 +620,16 @@ def _run_serve(args: argparse.Namespace) -> int:
             balancer=args.balancer,
             upstream_priority=args.upstream_priority,
             upstream_identity=args.upstream_identity,
+            vllm_model=args.vllm_model,
+            vllm_args=tuple(word for words in args.vllm_args or () for word in words),
+            vllm_replicas=args.vllm_replicas,
+            vllm_gpus_per_replica=args.vllm_gpus_per_replica,
+            vllm_startup_timeout=args.vllm_startup_timeout,
         )
-    except ValueError as exc:
+        app = create_app(config)
+    except (ValueError, AutellixError) as exc:
         print(f"autellix serve: error: {exc}", file=sys.stderr)
         return 2
-    app = create_app(config)
     # What startup allocated (modules, the app) leaves the garbage collector's view: collections
     # then walk only per-request objects, which keeps their pauses short. (Here, not in the app:
     # an app embedded in a bigger process must not freeze that process's objects.)

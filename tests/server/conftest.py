@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +14,8 @@ import pytest
 import uvicorn
 
 from autellix.server import ServerConfig, create_app
+from autellix.server.engine import Engine
+from autellix.server.vllm_engine import free_port
 
 #: The simulated engine's model name, and a short prompt, shared by the server tests.
 MODEL = "autellix-sim"
@@ -46,13 +47,6 @@ class Running:
             return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -64,19 +58,20 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 def serve() -> Iterator[Callable[..., Running]]:
     started: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(**options: Any) -> Running:
+    def start(on_engine: Engine | None = None, **options: Any) -> Running:
+        """A server of ``ServerConfig(**options)``, on ``on_engine`` if given (else the config's)."""
         options.setdefault("time_scale", 0.01)
         config = ServerConfig(**options)
-        port = _free_port()
+        port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(config), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+                create_app(config, on_engine), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
             )
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         started.append((server, thread))
-        wait_for(lambda: server.started)
+        wait_for(lambda: server.started, timeout=60)
         return Running(f"http://127.0.0.1:{port}", config)
 
     yield start

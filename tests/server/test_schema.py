@@ -25,8 +25,9 @@ from schemathesis import Case
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from autellix.server import ServerConfig, create_app
+from autellix.server.vllm_engine import free_port
 
-from .conftest import MODEL, Running, _free_port, wait_for
+from .conftest import MODEL, Running, wait_for
 
 KEY = "sk-schema"
 #: a program the live server knows (so program routes are also tested on their 200 path)
@@ -38,7 +39,7 @@ schema = schemathesis.openapi.from_dict(create_app(CONFIG).openapi())
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[Running]:
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(CONFIG), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )

@@ -11,8 +11,9 @@ import openai
 import pytest
 
 from autellix.server import ServerConfig
+from autellix.server.vllm_engine import free_port
 
-from .conftest import MODEL, MSG, Running, _free_port, finish_time, wait_for
+from .conftest import MODEL, MSG, Running, finish_time, wait_for
 
 LONG_MSG: list[Any] = [{"role": "user", "content": "word " * 2500}]  # ~2800 estimated tokens
 LONG = 100_000  # max_tokens of a call that runs until the test closes it
@@ -157,7 +158,7 @@ def test_program_aware_keeps_long_calls_on_one_upstream(serve: Serve) -> None:
 
 
 def test_unreachable_upstream_is_502(serve: Serve) -> None:
-    front = serve(engine="openai", upstreams=(f"http://127.0.0.1:{_free_port()}",))
+    front = serve(engine="openai", upstreams=(f"http://127.0.0.1:{free_port()}",))
     c = front.client(timeout=10)
     started = time.monotonic()
     with pytest.raises(openai.InternalServerError) as err:

@@ -1,7 +1,8 @@
 """Drive vLLM's real scheduler without a GPU, the way vLLM's own scheduler tests do.
 
 Used by the plug-in's tests and by ``benches/bench_vllm_replay.py``: a tiny local model config (a
-``config.json`` only: no weights, no tokenizer, no hub), a real ``VllmConfig`` on the CPU device,
+``config.json`` only: no weights, no tokenizer, no hub; :func:`write_tiny_model` adds a tokenizer
+for ``vllm serve`` on a GPU), a real ``VllmConfig`` on the CPU device,
 the real scheduler and KV cache manager over ``num_blocks`` blocks, and :class:`EngineLoop`, the
 EngineCore's batch-queue loop (``step_with_batch_queue``: ``schedule(N+1)`` before
 ``update_from_output(N)``) with a stand-in for the GPU worker: its model runner samples one token
@@ -64,10 +65,35 @@ init_none_hash(sha256)
 _BLOCK_HASHER = get_request_block_hasher(BLOCK_SIZE, sha256)
 
 
-def tiny_model_config(directory: Path, max_model_len: int = 32768) -> ModelConfig:
-    """A ``ModelConfig`` for a 2-layer LLaMA described by a ``config.json`` in ``directory``."""
+def write_tiny_model(directory: Path, tokenizer: bool = False) -> Path:
+    """Write the tiny LLaMA's ``config.json`` into ``directory`` and, with ``tokenizer``, a
+    word-level tokenizer (``w0`` ... ``w996`` plus ``<unk> <s> </s>``, whitespace-split, a chat
+    template joining the messages): enough for ``vllm serve DIR --load-format dummy`` (random
+    weights), which needs no hub. Returns ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(TINY_LLAMA))
+    if tokenizer:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        special = ["<unk>", "<s>", "</s>"]
+        words = [f"w{i}" for i in range(TINY_LLAMA["vocab_size"] - len(special))]  # type: ignore[operator]
+        words_only = Tokenizer(
+            models.WordLevel({w: i for i, w in enumerate(special + words)}, unk_token="<unk>")
+        )
+        words_only.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        words_only.decoder = decoders.WordPiece()  # joins words with spaces
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=words_only, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+        )
+        fast.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+        fast.save_pretrained(str(directory))
+    return directory
+
+
+def tiny_model_config(directory: Path, max_model_len: int = 32768) -> ModelConfig:
+    """A ``ModelConfig`` for a 2-layer LLaMA described by a ``config.json`` in ``directory``."""
+    write_tiny_model(directory)
     return ModelConfig(
         model=str(directory), skip_tokenizer_init=True, dtype="float16", max_model_len=max_model_len
     )

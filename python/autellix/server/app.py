@@ -21,8 +21,10 @@ different values is a 400. A call without a program id is a program of its own, 
 call ends. Every error is an OpenAI-style ``{"error": {"message", "type", "code"}}`` body with a
 4xx status: 400 invalid body or ids, 401 missing or unknown API key, 404 unknown model / program
 / route, 413 body too large, 429 queue full or key over its concurrency limit (with
-``Retry-After``); and 502 when an upstream of the ``openai`` engine fails (connection refused, 5xx,
-broken stream): a streaming response already under way ends with an error event instead.
+``Retry-After``); and 502 when an upstream of the ``openai`` or ``vllm`` engine fails (connection
+refused, 5xx, broken stream): a streaming response already under way ends with an error event
+instead. ``/health`` answers 503 while the engine is down (a vLLM server of the ``vllm`` engine
+exited).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ from autellix.server.protocol import (
     Usage,
 )
 from autellix.server.upstream import UpstreamEngine
+from autellix.server.vllm_engine import VllmEngine
 from autellix.sim.trace import estimate_tokens
 
 PROGRAM_HEADER = "x-autellix-program-id"
@@ -108,7 +111,8 @@ _ERROR_DOCS = {
     404: "unknown model or program",
     413: "request body too large",
     429: "queue full or API key over its concurrency limit (with Retry-After)",
-    502: "an upstream of the openai engine failed",
+    502: "an upstream of the openai or vllm engine failed",
+    503: "the engine is down (a vLLM server of the vllm engine exited)",
 }
 
 
@@ -259,7 +263,14 @@ class _Identity:
 
 
 def make_engine(config: ServerConfig) -> Engine:
-    """The engine ``config`` names: :class:`SimEngine` or :class:`UpstreamEngine`."""
+    """The engine ``config`` names: :class:`SimEngine`, :class:`UpstreamEngine` or :class:`VllmEngine`."""
+    if config.engine == "vllm":
+        return VllmEngine(
+            config.vllm_launch(),
+            max_inflight=config.max_inflight,
+            max_queued=config.max_queued,
+            balancer=config.balancer,
+        )
     if config.engine == "openai":
         return UpstreamEngine(
             config.upstreams,
@@ -537,8 +548,10 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return error_response(exc.status_code, str(exc.detail), kind, headers=exc.headers)  # 405: Allow
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
+    @app.get("/health", responses=_errors(503))
+    async def health() -> Any:
+        if not server.engine.healthy:
+            return error_response(503, "the engine is down", "server_error", "engine_down")
         return {"status": "ok", "policy": server.engine.policy}
 
     @app.get("/metrics", include_in_schema=False)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from autellix._core import SchedulerConfig
+from autellix.server.vllm_engine import VllmLaunch
 from autellix.sim.cost_model import PRESETS
 
 #: engines behind the server
-ENGINES = ("sim", "openai")
+ENGINES = ("sim", "openai", "vllm")
 #: balancers of the ``openai`` engine (:func:`autellix.balancer.make_balancer`)
 BALANCERS = ("program-aware", "least-loaded", "round-robin")
 
@@ -42,7 +43,8 @@ class ServerConfig:
     max_concurrent_per_key: int | None = None
     host: str = "127.0.0.1"
     port: int = 8000
-    #: the engine: ``sim`` (the simulated engine) or ``openai`` (forward to ``upstreams``)
+    #: the engine: ``sim`` (the simulated engine), ``openai`` (forward to ``upstreams``) or ``vllm``
+    #: (start ``vllm serve`` children with the autellix plug-in as ``vllm`` says, and forward to them)
     engine: str = "sim"
     #: base URLs of the OpenAI-compatible servers behind the ``openai`` engine (``http://host:port``,
     #: with or without ``/v1``); requests are forwarded with the client's ``model``
@@ -57,6 +59,16 @@ class ServerConfig:
     #: send the call's program and thread ids as vLLM's ``vllm_xargs`` (``program_id``,
     #: ``thread_id``), which the autellix vLLM plug-in reads; off by default, like the priority
     upstream_identity: bool = False
+    #: model path or name the ``vllm`` engine serves (``vllm serve MODEL``; required with it)
+    vllm_model: str | None = None
+    #: extra ``vllm serve`` arguments, e.g. ``("--max-num-seqs", "128")``
+    vllm_args: tuple[str, ...] = ()
+    #: vLLM servers the ``vllm`` engine starts; calls are balanced over them
+    vllm_replicas: int = 1
+    #: GPUs per vLLM server (consecutive groups of CUDA_VISIBLE_DEVICES when replicas > 1)
+    vllm_gpus_per_replica: int = 1
+    #: seconds a vLLM server may take to load its model and answer ``/health``
+    vllm_startup_timeout: float = 900.0
 
     def __post_init__(self) -> None:
         if self.policy not in SchedulerConfig.policies():
@@ -79,9 +91,30 @@ class ServerConfig:
             raise ValueError(f"unknown engine {self.engine!r}; choose from {', '.join(ENGINES)}")
         if self.engine == "openai" and not self.upstreams:
             raise ValueError("the openai engine needs at least one upstream URL")
+        if self.engine != "openai" and self.upstreams:
+            raise ValueError("upstream URLs are for the openai engine only")
         if any(not url.startswith(("http://", "https://")) for url in self.upstreams):
             raise ValueError("upstream URLs must start with http:// or https://")
+        if (self.engine == "vllm") != bool(self.vllm_model):
+            raise ValueError("the vllm engine needs a vLLM model (and only it takes one)")
+        if self.vllm_replicas < 1 or self.vllm_gpus_per_replica < 1 or not self.vllm_startup_timeout > 0:
+            raise ValueError("vLLM replicas, GPUs per replica and startup timeout must be >= 1, >= 1, > 0")
         if self.max_inflight < 1:
             raise ValueError("max_inflight must be >= 1")
         if self.balancer not in BALANCERS:
             raise ValueError(f"unknown balancer {self.balancer!r}; choose from {', '.join(BALANCERS)}")
+
+    def vllm_launch(self) -> VllmLaunch:
+        """How the ``vllm`` engine starts its vLLM servers (with this config's policy, TTL, name)."""
+        if not self.vllm_model:
+            raise ValueError("the vllm engine needs a vLLM model")
+        return VllmLaunch(
+            model=self.vllm_model,
+            served_name=self.model,
+            policy=self.policy,
+            program_ttl=self.program_ttl,
+            args=self.vllm_args,
+            replicas=self.vllm_replicas,
+            gpus_per_replica=self.vllm_gpus_per_replica,
+            startup_timeout=self.vllm_startup_timeout,
+        )

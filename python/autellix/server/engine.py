@@ -173,6 +173,11 @@ class Engine(ABC):
     @abstractmethod
     def end_program(self, program: int) -> list[int]: ...
 
+    @property
+    def healthy(self) -> bool:
+        """Whether the engine can serve calls (``/health`` answers 503 otherwise)."""
+        return True
+
     def live(self, call: int) -> bool:
         """Whether the core still holds ``call`` (waiting or running)."""
         return call in self._scheduler
