@@ -5,9 +5,10 @@ word-level tokenizer and random weights (``--load-format dummy``): no hub, no do
 sequence runs at a time (``--max-num-seqs 1``), so the order in which calls finish is the order
 the scheduler chose:
 
-1. program A's long call runs (it streams; the test waits for its first token);
-2. A's second call arrives, then program B's first call;
-3. under PLAS, B (no service yet) goes before A's second call, which arrived first; under FCFS
+1. program A's long call runs to its end: A has seconds of service (the lowest queue level);
+2. program C's call starts (the test waits for its first token), so the next calls queue;
+3. A's second call arrives, then program B's first call;
+4. under PLAS, B (no service yet) goes before A's second call, which arrived first; under FCFS
    (the control, same server with ``AUTELLIX_POLICY=fcfs``) arrival order wins.
 
 Run with ``python -m pytest -m gpu tests/gpu``; skipped with a reason without CUDA or vLLM.
@@ -81,7 +82,8 @@ def server(argv: list[str], url: str, env: dict[str, str] | None = None) -> Iter
 
 
 def finish_order(url: str, identity: Callable[[str], dict[str, Any]]) -> list[str]:
-    """Run A1 (long), then A2 and B1 (short) behind it; the call names in the order they ended."""
+    """Run A1 (long) alone, then C1 (half as long) and A2, B1 (short) behind it; the call names in
+    the order they ended."""
     client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=600)
     done: list[str] = []
     started = threading.Event()
@@ -95,16 +97,18 @@ def finish_order(url: str, identity: Callable[[str], dict[str, Any]]) -> list[st
             started.set()
         done.append(name)
 
-    threads = [threading.Thread(target=call, args=("A1", "A", LONG))]
+    call("A1", "A", LONG)
+    started.clear()
+    threads = [threading.Thread(target=call, args=("C1", "C", LONG // 2))]
     threads[0].start()
-    assert started.wait(120), "A's first call produced no token"
+    assert started.wait(120), "C's call produced no token"
     for name, program in (("A2", "A"), ("B1", "B")):
         threads.append(threading.Thread(target=call, args=(name, program, SHORT)))
         threads[-1].start()
         time.sleep(0.3)  # A2 arrives before B1
     for thread in threads:
         thread.join(timeout=600)
-    assert sorted(done) == ["A1", "A2", "B1"], done
+    assert sorted(done) == ["A1", "A2", "B1", "C1"], done
     return done
 
 
@@ -137,7 +141,7 @@ def test_autellix_serve_engine_vllm_end_to_end(model_dir: Path) -> None:
         entry = httpx.get(f"{url}/v1/programs/A").json()
         assert entry["finished_calls"] == 2 and entry["attained_service"] > 0
         metrics = httpx.get(f"{url}/metrics").text
-        assert 'autellix_calls_total{finish_reason="length"} 3.0' in metrics
+        assert 'autellix_calls_total{finish_reason="length"} 4.0' in metrics
         # the vLLM server: a child of the front, in a process group of its own with vLLM's workers
         children = subprocess.run(
             ["pgrep", "-P", str(front.pid)], capture_output=True, text=True
