@@ -154,6 +154,8 @@ class BenchOptions:
     seed: int = 0
     #: Cost-model preset; ``None`` = the :class:`SimConfig` default.
     preset: str | None = None
+    #: ``benches/bench_swap.py`` JSON calibrating every engine's swap times; ``None``: datasheet.
+    swap_results: str | None = None
     engines: int = DEFAULT_ENGINES
     #: Engine prefix caching for every run but ``vllm`` (which never has it).
     prefix_caching: bool = True
@@ -180,6 +182,8 @@ def plan(options: BenchOptions) -> list[Run]:
     base: dict[str, Any] = {"seed": options.seed, "prefix_caching": options.prefix_caching}
     if options.preset is not None:
         base["preset"] = options.preset
+    if options.swap_results is not None:
+        base["swap_results"] = options.swap_results
     if options.quantum is not None:
         base["quantum"] = options.quantum
     programs = options.programs if options.programs is not None else options.sweep.programs

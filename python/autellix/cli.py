@@ -259,6 +259,12 @@ summary.json, and PNG figures (unless --no-plots).""",
         help="hardware + model preset of every engine (default: the simulator's, llama3.1-8b-a100)",
     )
     p.add_argument(
+        "--swap-results",
+        metavar="JSON",
+        help="swap costs measured on the preset's GPU by benches/bench_swap.py --json (default: "
+        "datasheet figures)",
+    )
+    p.add_argument(
         "--engines",
         type=_int_at_least(1, "engines"),
         default=bench.DEFAULT_ENGINES,
@@ -342,6 +348,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         programs=args.programs,
         seed=args.seed,
         preset=args.preset,
+        swap_results=args.swap_results,
         engines=args.engines,
         prefix_caching=not args.no_prefix_caching,
         quantum=args.quantum,
@@ -355,6 +362,11 @@ def _run_bench(args: argparse.Namespace) -> int:
         console = Console(width=160)
     try:
         bench.plan(options)
+        if args.swap_results:  # unreadable, or measured on another GPU than the preset's
+            from autellix.sim.config import SimConfig
+            from autellix.sim.cost_model import measured_preset
+
+            measured_preset(args.preset or SimConfig.preset, args.swap_results)
     except AutellixError as exc:  # a SimConfig the options make is invalid
         parser.error(str(exc))
     try:

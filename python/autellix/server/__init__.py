@@ -4,7 +4,8 @@ Modelled on vLLM's ``vllm/entrypoints/openai/``, one concept per module: ``proto
 response bodies), ``programs`` (client program ids -> core ids), ``engine`` (the engine interface
 and the real-time simulated engine), ``upstream`` (the ``openai`` engine in front of
 OpenAI-compatible servers), ``vllm_engine`` (the ``vllm`` engine: ``vllm serve`` children with the
-plug-in, behind the ``openai`` engine's queue), ``app`` (the FastAPI routes), ``config`` (:class:`ServerConfig`).
+plug-in, behind the ``openai`` engine's queue), ``app`` (the FastAPI routes), ``config``
+(:class:`ServerConfig`).
 """
 
 from autellix.server.app import create_app

@@ -67,7 +67,11 @@ class Cluster:
     ) -> None:
         self.config = config
         if preset is None:
-            preset = cost_model.preset(config.preset)
+            preset = (
+                cost_model.measured_preset(config.preset, config.swap_results)
+                if config.swap_results
+                else cost_model.preset(config.preset)
+            )
         self.preset = preset
         self.core = Scheduler(config.scheduler_config())
         self.engines = [

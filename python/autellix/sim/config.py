@@ -37,6 +37,9 @@ class SimConfig:
     engines: int = 1
     #: Hardware + model preset of every engine (``autellix.sim.cost_model.PRESETS``).
     preset: str = "llama3.1-8b-a100"
+    #: JSON of ``benches/bench_swap.py`` measured on the preset's GPU: swap times from those
+    #: figures (:func:`autellix.sim.cost_model.measured_preset`); ``None``: datasheet figures.
+    swap_results: str | None = None
     #: How preempted KV leaves the GPU: one bulk copy, vLLM 0.6's per-block copies, or dropped
     #: and recomputed on resume.
     swap: str = "bulk"

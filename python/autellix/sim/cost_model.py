@@ -5,7 +5,10 @@ The simulator asks three questions of an :class:`EnginePreset`:
 * how many KV-cache tokens fit (:attr:`EnginePreset.kv_blocks`, :attr:`EnginePreset.kv_tokens`);
 * how long one engine iteration (one forward pass) takes (:meth:`EnginePreset.step_time`);
 * how long moving KV blocks between GPU and host takes, per-block (vLLM 0.6.1) or bulk
-  (Autellix) (:meth:`EnginePreset.swap_time`, :meth:`EnginePreset.swap_copies`).
+  (Autellix) (:meth:`EnginePreset.swap_time`, :meth:`EnginePreset.swap_copies`): from datasheet
+  figures by default, or from :class:`SwapCosts` measured by ``benches/bench_swap.py`` on the
+  preset's GPU (:func:`load_swap_costs`, :meth:`EnginePreset.with_swap_costs`,
+  :func:`measured_preset`).
 
 Every constant below names its source; ``docs/cost-model.md`` explains the model, lists the
 sources, and compares it with published vLLM measurements (:data:`PUBLISHED_MEASUREMENTS`, which
@@ -15,8 +18,15 @@ the tests check so the doc and the code cannot drift apart).
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
+import os
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from autellix.exceptions import ConfigError
 
@@ -242,6 +252,147 @@ LLAMA31_70B = Model(
 )
 
 
+# ---------------------------------------------------------------------------------------------
+# Measured swap costs (benches/bench_swap.py). Without them swap_time uses the datasheet figures
+# above (Hardware.pcie_bandwidth, Hardware.memcpy_latency, GATHER_LAUNCH_S).
+# ---------------------------------------------------------------------------------------------
+
+#: Where ``benches/bench_swap.py --json`` puts its figures in a checkout (relative to the root).
+SWAP_RESULTS_PATH = Path("benches") / "results" / "swap.json"
+
+
+@dataclass(frozen=True)
+class SwapCosts:
+    """Host<->device KV swap costs measured on one GPU by ``benches/bench_swap.py``.
+
+    An :class:`EnginePreset` that carries them (:meth:`EnginePreset.with_swap_costs`) computes
+    :meth:`EnginePreset.swap_time` from them instead of the datasheet figures:
+
+    * per-block: ``copies x memcpy_latency + bytes / link_bandwidth``;
+    * bulk: ``bulk_latency + bytes / (link_bandwidth x bulk_efficiency)``.
+
+    Fitted by :func:`fit_swap_costs` from the bench's raw timings (both directions averaged).
+    """
+
+    #: The GPU measured (``torch.cuda.get_device_name()``), e.g. "NVIDIA H100 80GB HBM3".
+    device: str
+    #: Host<->device bandwidth of one large contiguous pinned copy, bytes/s, one direction.
+    link_bandwidth: float
+    #: Fixed cost of one bulk swap (launch, descriptors), seconds.
+    bulk_latency: float
+    #: Asymptotic bulk swap bandwidth / link_bandwidth (1.0: bulk swaps run at link speed).
+    bulk_efficiency: float
+    #: Fixed cost of one per-block copy, seconds; None: not measured (Hardware.memcpy_latency).
+    memcpy_latency: float | None = None
+    #: Which per-block copy gave memcpy_latency ("vllm_per_block": vLLM's C++ cudaMemcpyAsync
+    #: loop, as in vLLM 0.6.1; "per_block": a Python ``copy_`` loop, which overstates it).
+    per_block_method: str | None = None
+    #: Where the figures came from (the JSON file).
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("link_bandwidth", "bulk_efficiency"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"SwapCosts.{name} must be a positive number, got {value!r}")
+        if not (math.isfinite(self.bulk_latency) and self.bulk_latency >= 0):
+            raise ConfigError(f"SwapCosts.bulk_latency must be >= 0, got {self.bulk_latency!r}")
+        if self.memcpy_latency is not None and not (
+            math.isfinite(self.memcpy_latency) and self.memcpy_latency >= 0
+        ):
+            raise ConfigError(f"SwapCosts.memcpy_latency must be >= 0, got {self.memcpy_latency!r}")
+
+    def matches(self, hardware: Hardware) -> bool:
+        """Whether these figures were measured on ``hardware``'s GPU model (A100, H100, H200)."""
+        family = hardware.name.split("-")[0].upper()
+        return family in self.device.upper().replace("-", " ").split()
+
+
+def _fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares ``y = a + b x`` (one point: the line through the origin)."""
+    if len(points) == 1 or len({x for x, _ in points}) == 1:
+        x, y = points[-1]
+        return 0.0, y / x
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    b = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+    return my - b * mx, b
+
+
+def fit_swap_costs(results: Mapping[str, Any], source: str = "") -> SwapCosts:
+    """:class:`SwapCosts` from the JSON of ``benches/bench_swap.py`` (its ``device`` and ``rows``).
+
+    Per direction (``h2d``, ``d2h``), over the swap sizes measured, fits ``seconds = a + b x
+    bytes`` by least squares to the ``link`` rows (one contiguous copy: ``link_bandwidth = 1/b``)
+    and the ``bulk`` rows (``bulk_latency = max(a, 0)``, ``bulk_efficiency = (1/b) /
+    link_bandwidth``), and takes ``memcpy_latency = (seconds - bytes / link_bandwidth) / copies``
+    of the largest per-block swap (vLLM's own per-block op when measured, else the Python copy
+    loop); the two directions are averaged. ConfigError if the figures were not measured on a
+    CUDA device (a CPU smoke run has no host link) or a method is missing.
+    """
+    device = results.get("device")
+    if not isinstance(device, Mapping) or device.get("type") != "cuda":
+        kind = device.get("type") if isinstance(device, Mapping) else device
+        raise ConfigError(
+            f"{source or 'swap results'}: measured on {kind!r}, not a CUDA device: "
+            "no host link to calibrate from"
+        )
+    rows = results.get("rows")
+    if not isinstance(rows, list):
+        raise ConfigError(f"{source or 'swap results'}: no 'rows' list")
+
+    def points(method: str, direction: str) -> list[tuple[float, float, int]]:
+        out = []
+        for r in rows:
+            if r.get("method") == method and r.get("direction") == direction and r.get("seconds"):
+                out.append((float(r["bytes"]), float(r["seconds"]), int(r.get("copies") or 0)))
+        return out
+
+    link, bulk_a, bulk_eff, latency = [], [], [], []
+    per_block_method = next(
+        (m for m in ("vllm_per_block", "per_block") if any(r.get("method") == m for r in rows)), None
+    )
+    for direction in ("h2d", "d2h"):
+        lp, bp = points("link", direction), points("bulk", direction)
+        if not lp or not bp:
+            raise ConfigError(
+                f"{source or 'swap results'}: no {'link' if not lp else 'bulk'} timings for {direction}"
+            )
+        _, slope = _fit_line([(x, y) for x, y, _ in lp])
+        bw = 1.0 / slope if slope > 0 else max(x / y for x, y, _ in lp)
+        a, b = _fit_line([(x, y) for x, y, _ in bp])
+        bulk_bw = 1.0 / b if b > 0 else max(x / y for x, y, _ in bp)
+        link.append(bw)
+        bulk_a.append(max(a, 0.0))
+        bulk_eff.append(bulk_bw / bw)
+        if per_block_method is not None:
+            pp = [p for p in points(per_block_method, direction) if p[2] > 0]
+            if pp:
+                x, y, copies = max(pp)
+                latency.append(max(0.0, (y - x / bw) / copies))
+    return SwapCosts(
+        device=str(device.get("name", "cuda")),
+        link_bandwidth=sum(link) / len(link),
+        bulk_latency=sum(bulk_a) / len(bulk_a),
+        bulk_efficiency=sum(bulk_eff) / len(bulk_eff),
+        memcpy_latency=sum(latency) / len(latency) if latency else None,
+        per_block_method=per_block_method if latency else None,
+        source=source,
+    )
+
+
+def load_swap_costs(path: str | os.PathLike[str]) -> SwapCosts:
+    """:func:`fit_swap_costs` of the JSON file ``path`` (``benches/bench_swap.py --json``)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read swap results {os.fspath(path)!r}: {e}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{os.fspath(path)}: not a JSON object")
+    return fit_swap_costs(data, source=os.fspath(path))
+
+
 @dataclass(frozen=True)
 class EnginePreset:
     """One serving engine: a model on ``tensor_parallel`` identical GPUs.
@@ -264,6 +415,9 @@ class EnginePreset:
     #: Whether a scheduler call costs vLLM 0.6's CPU time (:meth:`schedule_time`); off to model
     #: an engine whose clock is the GPU step alone (the server's simulated engine, a replay).
     scheduler_cpu: bool = True
+    #: Measured swap costs (:class:`SwapCosts`); None: :meth:`swap_time` uses the datasheet
+    #: figures of ``hardware`` (pcie_bandwidth, memcpy_latency) and GATHER_LAUNCH_S.
+    swap_costs: SwapCosts | None = None
 
     # Per-unit costs precomputed in __post_init__ so step_time is plain float arithmetic.
     _t_prefill_token: float = field(init=False, repr=False, compare=False)
@@ -375,11 +529,21 @@ class EnginePreset:
         head_dim`` elements, each paying the copy's fixed latency plus its bytes over PCIe.
         Bulk (Autellix): one gather kernel packs the blocks into one contiguous buffer (reads and
         writes them in HBM), then one large copy at full PCIe bandwidth.
+
+        With measured :attr:`swap_costs` (:class:`SwapCosts`): per-block, the same copy count at
+        the measured per-copy latency plus the bytes at the measured link bandwidth; bulk, the
+        measured fixed cost plus the bytes at the measured bulk bandwidth.
         """
         if blocks <= 0:
             return 0.0
         hw = self.hardware
         rank_bytes = blocks * self.block_size * self.kv_bytes_per_token / self.tensor_parallel
+        costs = self.swap_costs
+        if costs is not None:
+            if bulk:
+                return costs.bulk_latency + rank_bytes / (costs.link_bandwidth * costs.bulk_efficiency)
+            latency = hw.memcpy_latency if costs.memcpy_latency is None else costs.memcpy_latency
+            return self.swap_copies(blocks, bulk=False) * latency + rank_bytes / costs.link_bandwidth
         if not bulk:
             copies = self.swap_copies(blocks, bulk=False)
             return copies * hw.memcpy_latency + rank_bytes / hw.pcie_bandwidth
@@ -393,6 +557,10 @@ class EnginePreset:
         if blocks <= 0:
             return 0
         return 1 if bulk else blocks * self.model.layers * 2
+
+    def with_swap_costs(self, costs: SwapCosts | None) -> EnginePreset:
+        """This preset with measured swap costs (``None``: back to the datasheet figures)."""
+        return replace(self, swap_costs=costs)
 
 
 PRESETS: dict[str, EnginePreset] = {
@@ -412,6 +580,23 @@ def preset(name: str) -> EnginePreset:
         return PRESETS[name]
     except KeyError:
         raise ConfigError(f"unknown engine preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+def measured_preset(name: str, swap_results: str | os.PathLike[str]) -> EnginePreset:
+    """:func:`preset` ``name`` with the swap costs ``benches/bench_swap.py`` measured on its GPU.
+
+    ``swap_results``: the bench's JSON (``autellix bench --swap-results PATH``,
+    ``SimConfig.swap_results``); ConfigError if it cannot be read or was measured on another GPU
+    model than the preset's. Without it the presets keep the datasheet swap figures.
+    """
+    base = preset(name)
+    costs = load_swap_costs(swap_results)
+    if not costs.matches(base.hardware):
+        raise ConfigError(
+            f"{os.fspath(swap_results)} was measured on {costs.device!r}; preset {name!r} runs on "
+            f"{base.hardware.name}"
+        )
+    return base.with_swap_costs(costs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -773,11 +958,61 @@ def validation_table() -> str:
     return "\n".join(lines)
 
 
+def swap_table(presets: Sequence[EnginePreset], blocks: Sequence[int] = (16, 128, 512)) -> str:
+    """Markdown table of swap times, datasheet vs measured, for presets with :attr:`swap_costs`."""
+    lines = [
+        "| preset | measured on | blocks | per-block datasheet | per-block measured | bulk datasheet "
+        "| bulk measured | per-block / bulk measured |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in presets:
+        if p.swap_costs is None:
+            continue
+        sheet = p.with_swap_costs(None)
+        for b in blocks:
+            lines.append(
+                f"| {p.name} | {p.swap_costs.device} | {b} | {_ms(sheet.swap_time(b, False))} | "
+                f"{_ms(p.swap_time(b, False))} | {_ms(sheet.swap_time(b, True))} | "
+                f"{_ms(p.swap_time(b, True))} | {p.swap_time(b, False) / p.swap_time(b, True):.1f}x |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print the typical-case table and the validation table (the tables of docs/cost-model.md)."""
-    del argv  # no options
+    """Print the typical-case table and the validation table (the tables of docs/cost-model.md);
+    with ``--swap-results PATH`` (``benches/bench_swap.py --json``), also the swap times of every
+    preset on the measured GPU model, datasheet vs measured."""
+    parser = argparse.ArgumentParser(prog="python -m autellix.sim.cost_model", description=main.__doc__)
+    parser.add_argument(
+        "--swap-results",
+        metavar="PATH",
+        help=f"JSON of benches/bench_swap.py (e.g. {SWAP_RESULTS_PATH}) to calibrate swap times from",
+    )
+    args = parser.parse_args(argv)
     sys.stdout.write("## Model outputs for typical cases\n\n" + typical_table() + "\n\n")
     sys.stdout.write("## Validation against published measurements\n\n" + validation_table() + "\n")
+    if args.swap_results is not None:
+        try:
+            costs = load_swap_costs(args.swap_results)
+        except ConfigError as e:
+            sys.stderr.write(f"error: {e}\n")
+            return 2
+        matching = [p.with_swap_costs(costs) for p in PRESETS.values() if costs.matches(p.hardware)]
+        sys.stdout.write(
+            f"\n## Swap times with costs measured on {costs.device}\n\n"
+            f"link {costs.link_bandwidth / 1e9:.1f} GB/s, bulk {costs.bulk_efficiency:.0%} of it + "
+            f"{costs.bulk_latency * 1e6:.1f} us, per-block copy "
+            + (
+                f"{costs.memcpy_latency * 1e6:.1f} us ({costs.per_block_method})"
+                if costs.memcpy_latency is not None
+                else "not measured (datasheet)"
+            )
+            + "\n\n"
+        )
+        if matching:
+            sys.stdout.write(swap_table(matching) + "\n")
+        else:
+            sys.stdout.write("(no preset runs on that GPU model)\n")
     return 0
 
 

@@ -1,0 +1,1 @@
+../../../csrc/swap_blocks.h
