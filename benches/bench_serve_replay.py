@@ -94,6 +94,7 @@ from autellix.sim.workload import WORKLOADS, generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_procs.py, _replay.py
 from _procs import free_port, start, stop
+from _progress import progress_bar
 from _replay import BASELINE, ONE_ENGINE, finite, policies_arg, policy_ratios, run_simulator, summary
 
 MODEL = "autellix-sim"
@@ -435,7 +436,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print its tables; returns the result (what ``--json`` writes)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     args = parse_args(argv)
     programs = generate(
@@ -445,14 +445,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # a replay gets 4x the simulator's slowest makespan (in wall seconds) plus 30 s, then gives up
     deadline = 4.0 * max(r["makespan_s"] for r in sim.values()) * args.time_scale + 30.0
     server: dict[str, dict[str, Any]] = {}
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=True,
-        disable=args.no_progress,
-    ) as progress:
+    with progress_bar(args.no_progress) as progress:
         for policy in args.policies:
             task = progress.add_task(f"replay through autellix serve --policy {policy}", total=len(programs))
             server[policy] = run_server(

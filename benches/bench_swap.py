@@ -72,10 +72,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
+try:
+    import torch
+except ImportError:
+    raise SystemExit("bench_swap.py needs torch: pip install 'autellix[vllm]'") from None
 
 from autellix.kvswap import KVSwapper, ops_backend, swap_blocks_multi
 from autellix.sim.cost_model import fit_swap_costs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_progress.py
+from _progress import progress_bar
 
 #: Llama-3.1-8B (config.json): layers, KV heads, head dim; vLLM's default block size; bf16.
 LAYERS, KV_HEADS, HEAD_DIM, BLOCK_TOKENS = 32, 8, 128, 16
@@ -383,7 +389,6 @@ def _fits(args: argparse.Namespace, device: torch.device, sizes: list[int]) -> t
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     started = time.perf_counter()
     device = torch.device(args.device)
@@ -423,16 +428,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         if device.type == "cuda":
             stack.enter_context(torch.cuda.stream(torch.cuda.Stream(device=device)))
-        progress = stack.enter_context(
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                transient=True,
-                disable=args.no_progress,
-            )
-        )
+        progress = stack.enter_context(progress_bar(args.no_progress))
         task = progress.add_task("swaps", total=len(cells))
         failed: set[str] = set()
         for method, direction, n in cells:

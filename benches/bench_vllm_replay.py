@@ -143,7 +143,8 @@ from autellix.sim.config import SimConfig
 from autellix.sim.spec import CallSpec, ProgramSpec
 from autellix.sim.workload import WORKLOADS, generate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_replay.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_replay.py, _progress.py
+from _progress import progress_bar
 from _replay import (
     BASELINE,
     ONE_ENGINE,
@@ -1076,7 +1077,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace, model_config: Any = None) -> dict[str, Any]:
     """Every part the arguments ask for; ``model_config``: a harness ``ModelConfig`` to use (else
     one is made, with ``max_model_len`` covering the workload)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     started = time.perf_counter()
     programs = generate(
@@ -1129,16 +1129,7 @@ def run(args: argparse.Namespace, model_config: Any = None) -> dict[str, Any]:
             import vllm
 
         result["machine"]["vllm"] = vllm.__version__
-        progress = stack.enter_context(
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                transient=True,
-                disable=args.no_progress,
-            )
-        )
+        progress = stack.enter_context(progress_bar(args.no_progress))
         if not args.skip_replay:
             sim = {policy: run_simulator(sim_config(args, policy), programs) for policy in args.policies}
             replayed: dict[str, dict[str, Any]] = {}
