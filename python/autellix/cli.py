@@ -430,7 +430,8 @@ def _run_trace(args: argparse.Namespace) -> int:
 # Functions that register one subcommand each (see module docstring).
 def _add_serve(subparsers: _Subparsers) -> None:
     from autellix._core import SchedulerConfig
-    from autellix.server.config import BALANCERS, ENGINES, ServerConfig
+    from autellix.server.config import BALANCERS, ENGINES, UPSTREAM_MAX_INFLIGHT, ServerConfig
+    from autellix.server.vllm_engine import VLLM_MAX_INFLIGHT
 
     d = ServerConfig()
     p = subparsers.add_parser(
@@ -524,9 +525,10 @@ def _add_serve(subparsers: _Subparsers) -> None:
     p.add_argument(
         "--max-inflight",
         type=_int_at_least(1, "max inflight"),
-        default=d.max_inflight,
+        default=None,
         metavar="N",
-        help=f"calls in flight per upstream; the rest wait in autellix's queue (default: {d.max_inflight})",
+        help=f"calls in flight per upstream or vLLM server; the rest wait in autellix's queue (default: "
+        f"{UPSTREAM_MAX_INFLIGHT}; {VLLM_MAX_INFLIGHT} with --engine vllm, whose plug-in orders them)",
     )
     p.add_argument(
         "--balancer",

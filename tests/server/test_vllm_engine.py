@@ -126,3 +126,11 @@ def test_cli_needs_a_model_for_the_vllm_engine(capsys: pytest.CaptureFixture[str
     assert "needs a vLLM model" in capsys.readouterr().err
     assert main(["serve", "--vllm-model", "m"]) == 2  # the sim engine takes none
     assert main(["serve", "--engine", "sim", "--upstream", "http://x"]) == 2
+
+
+def test_inflight_defaults_per_engine() -> None:
+    from autellix.server import ServerConfig
+
+    assert ServerConfig(engine="vllm", vllm_model="m").inflight_limit == 1024  # the plug-in orders them
+    assert ServerConfig(engine="openai", upstreams=("http://x",)).inflight_limit == 64
+    assert ServerConfig(engine="vllm", vllm_model="m", max_inflight=8).inflight_limit == 8

@@ -267,7 +267,7 @@ def make_engine(config: ServerConfig) -> Engine:
     if config.engine == "vllm":
         return VllmEngine(
             config.vllm_launch(),
-            max_inflight=config.max_inflight,
+            max_inflight=config.inflight_limit,
             max_queued=config.max_queued,
             balancer=config.balancer,
         )
@@ -275,7 +275,7 @@ def make_engine(config: ServerConfig) -> Engine:
         return UpstreamEngine(
             config.upstreams,
             policy=config.policy,
-            max_inflight=config.max_inflight,
+            max_inflight=config.inflight_limit,
             max_queued=config.max_queued,
             program_ttl=config.program_ttl,
             balancer=config.balancer,

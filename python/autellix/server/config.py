@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from autellix._core import SchedulerConfig
-from autellix.server.vllm_engine import VllmLaunch
+from autellix.server.vllm_engine import VLLM_MAX_INFLIGHT, VllmLaunch
 from autellix.sim.cost_model import PRESETS
 
 #: engines behind the server
 ENGINES = ("sim", "openai", "vllm")
+#: calls in flight per upstream of the ``openai`` engine by default
+UPSTREAM_MAX_INFLIGHT = 64
 #: balancers of the ``openai`` engine (:func:`autellix.balancer.make_balancer`)
 BALANCERS = ("program-aware", "least-loaded", "round-robin")
 
@@ -49,8 +51,10 @@ class ServerConfig:
     #: base URLs of the OpenAI-compatible servers behind the ``openai`` engine (``http://host:port``,
     #: with or without ``/v1``); requests are forwarded with the client's ``model``
     upstreams: tuple[str, ...] = ()
-    #: calls in flight per upstream (``openai`` engine); the rest wait in autellix's queue
-    max_inflight: int = 64
+    #: calls in flight per upstream (or vLLM server); the rest wait in autellix's queue. ``None``:
+    #: :data:`UPSTREAM_MAX_INFLIGHT` for the ``openai`` engine, :data:`VLLM_MAX_INFLIGHT` for the
+    #: ``vllm`` engine, whose servers order what waits in them by the same policy, knowing their KV
+    max_inflight: int | None = None
     #: how the ``openai`` engine picks an upstream: program-aware, least-loaded or round-robin
     balancer: str = "program-aware"
     #: send the call's queue level as vLLM's ``priority`` body field (lower = more urgent); off by
@@ -99,10 +103,17 @@ class ServerConfig:
             raise ValueError("the vllm engine needs a vLLM model (and only it takes one)")
         if self.vllm_replicas < 1 or self.vllm_gpus_per_replica < 1 or not self.vllm_startup_timeout > 0:
             raise ValueError("vLLM replicas, GPUs per replica and startup timeout must be >= 1, >= 1, > 0")
-        if self.max_inflight < 1:
+        if self.max_inflight is not None and self.max_inflight < 1:
             raise ValueError("max_inflight must be >= 1")
         if self.balancer not in BALANCERS:
             raise ValueError(f"unknown balancer {self.balancer!r}; choose from {', '.join(BALANCERS)}")
+
+    @property
+    def inflight_limit(self) -> int:
+        """:attr:`max_inflight`, or the engine's default when it is ``None``."""
+        if self.max_inflight is not None:
+            return self.max_inflight
+        return VLLM_MAX_INFLIGHT if self.engine == "vllm" else UPSTREAM_MAX_INFLIGHT
 
     def vllm_launch(self) -> VllmLaunch:
         """How the ``vllm`` engine starts its vLLM servers (with this config's policy, TTL, name)."""

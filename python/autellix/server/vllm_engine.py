@@ -44,6 +44,10 @@ from autellix.server.upstream import UpstreamEngine
 SCHEDULER_CLS = "autellix.adapters.vllm.AutellixScheduler"
 #: seconds a child gets to exit after SIGTERM before it is killed
 STOP_GRACE_S = 30.0
+#: calls in flight per vLLM server of the ``vllm`` engine by default: enough that the plug-in,
+#: not autellix's queue in front, orders the calls (it sees the KV cache), but bounded so that a
+#: burst waits in autellix's queue (429 past ``max_queued``) rather than in vLLM's
+VLLM_MAX_INFLIGHT = 1024
 #: lines of a child's output quoted when it fails to start
 _TAIL_LINES = 15
 
@@ -216,7 +220,7 @@ class VllmEngine(UpstreamEngine):
         self,
         launch: VllmLaunch,
         *,
-        max_inflight: int = 64,
+        max_inflight: int = VLLM_MAX_INFLIGHT,
         max_queued: int = 1024,
         balancer: str = "program-aware",
         argv: Callable[[int], Sequence[str]] | None = None,
