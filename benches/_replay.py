@@ -38,6 +38,20 @@ def summary(latency: Sequence[float], programs: Sequence[ProgramSpec]) -> dict[s
 ONE_ENGINE: dict[str, Any] = {"engines": 1, "swap": "recompute", "steps_per_schedule": 1}
 
 
+def replay_fields(args: Any, policy: str) -> dict[str, Any]:
+    """The ``SimConfig`` fields every replay's simulator run shares: :data:`ONE_ENGINE`, the
+    workload the replay's ``args`` name (workload, rate, programs, seed, preset), and ``policy``."""
+    return {
+        **ONE_ENGINE,
+        "workload": args.workload,
+        "rate": args.rate,
+        "programs": args.programs,
+        "seed": args.seed,
+        "scheduler": policy,
+        "preset": args.preset,
+    }
+
+
 def engine_preset(name: str) -> cost_model.EnginePreset:
     """The preset without vLLM 0.6's scheduler CPU time per round: the replays' clocks have none."""
     return dataclasses.replace(cost_model.preset(name), scheduler_cpu=False)

@@ -95,7 +95,7 @@ from autellix.sim.workload import WORKLOADS, generate
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_procs.py, _replay.py
 from _procs import free_port, start, stop
 from _progress import progress_bar
-from _replay import BASELINE, ONE_ENGINE, finite, policies_arg, policy_ratios, run_simulator, summary
+from _replay import BASELINE, finite, policies_arg, policy_ratios, replay_fields, run_simulator, summary
 
 MODEL = "autellix-sim"
 #: filler text of the prompts (ASCII: the server counts ``len / 4.5`` tokens)
@@ -107,13 +107,7 @@ _ROLE_PREFIX = "user: "  # what the server puts before a message's content (``pr
 
 def sim_config(args: argparse.Namespace, policy: str) -> SimConfig:
     return SimConfig(
-        **ONE_ENGINE,
-        workload=args.workload,
-        rate=args.rate,
-        programs=args.programs,
-        seed=args.seed,
-        scheduler=policy,
-        preset=args.preset,
+        **replay_fields(args, policy),
         max_batch=args.max_running,
         prefix_caching=False,
         quantum=None,  # the core's default ladder, as the server's engine uses

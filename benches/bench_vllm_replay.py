@@ -119,6 +119,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import heapq
 import json
@@ -147,12 +148,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_replay.py, 
 from _progress import progress_bar
 from _replay import (
     BASELINE,
-    ONE_ENGINE,
     engine_preset,
     finite,
     policies_arg,
     policy_ratios,
     ratio,
+    replay_fields,
     run_simulator,
     summary,
 )
@@ -612,24 +613,46 @@ def compare_offload(
     }
     for side, gib in (("recompute", None), ("offload", args.kv_offload), ("offload_resume", args.kv_offload)):
         label = f"AutellixScheduler ({policy}) {OFFLOAD_SIDES[side]}"
-        task = progress.add_task(f"replay: {label}, {args.offload_num_blocks} blocks", total=len(programs))
-        out[side] = replay_vllm(
+        out[side] = replay_with_progress(
+            args,
             programs,
             policy,
             model_config,
-            preset=preset,
+            preset,
+            progress,
+            f"replay: {label}, {args.offload_num_blocks} blocks",
             num_blocks=args.offload_num_blocks,
-            max_num_seqs=args.max_num_seqs,
-            max_num_batched_tokens=args.max_num_batched_tokens,
-            seed=args.seed,
-            settings=args.settings,
-            on_program_done=lambda t=task: progress.advance(t),
             kv_offload_bytes=None if gib is None else int(gib * (1 << 30)),
             load_preempted_only=side == "offload_resume",
         )
     # recompute / offload: > 1, offload is faster
     out["ratio"] = {side: ratio(out["recompute"], out[side]) for side in ("offload", "offload_resume")}
     return out
+
+
+def replay_with_progress(
+    args: argparse.Namespace,
+    programs: Sequence[ProgramSpec],
+    policy: str,
+    model_config: Any,
+    preset: cost_model.EnginePreset,
+    progress: Any,
+    label: str,
+    **options: Any,
+) -> dict[str, Any]:
+    """:func:`replay_vllm` of ``programs`` under ``policy`` with the engine ``args`` configure
+    (``options`` add to or override them), advancing a progress task ``label`` per program."""
+    task = progress.add_task(label, total=len(programs))
+    engine = {
+        "num_blocks": args.num_blocks,
+        "max_num_seqs": args.max_num_seqs,
+        "max_num_batched_tokens": args.max_num_batched_tokens,
+        "seed": args.seed,
+        "settings": args.settings,
+        **options,
+    }
+    advance = functools.partial(progress.advance, task)
+    return replay_vllm(programs, policy, model_config, preset=preset, on_program_done=advance, **engine)
 
 
 #: the sides of the recompute / offload comparison
@@ -659,13 +682,7 @@ def sim_config(args: argparse.Namespace, policy: str) -> SimConfig:
             return core
 
     return EngineLikeSimConfig(
-        **ONE_ENGINE,
-        workload=args.workload,
-        rate=args.rate,
-        programs=args.programs,
-        seed=args.seed,
-        scheduler=policy,
-        preset=args.preset,
+        **replay_fields(args, policy),
         max_batch=args.max_num_seqs,
         prefix_caching=True,
     )
@@ -1137,18 +1154,8 @@ def run(args: argparse.Namespace, model_config: Any = None) -> dict[str, Any]:
                 label = (
                     "vLLM AsyncScheduler (fcfs)" if policy == BASELINE else f"AutellixScheduler ({policy})"
                 )
-                task = progress.add_task(f"replay: {label}", total=len(programs))
-                replayed[policy] = replay_vllm(
-                    programs,
-                    policy,
-                    model_config,
-                    preset=preset,
-                    num_blocks=args.num_blocks,
-                    max_num_seqs=args.max_num_seqs,
-                    max_num_batched_tokens=args.max_num_batched_tokens,
-                    seed=args.seed,
-                    settings=args.settings,
-                    on_program_done=lambda t=task: progress.advance(t),
+                replayed[policy] = replay_with_progress(
+                    args, programs, policy, model_config, preset, progress, f"replay: {label}"
                 )
             result["vllm"] = replayed
             result["sim"] = sim
