@@ -1,16 +1,38 @@
-"""Server processes for the loopback benchmarks: a free port, start and wait for ``/health``, stop."""
+"""Server processes for the loopback benchmarks: a free port, start and wait for ``/health``, stop,
+``python -m autellix serve`` command lines, and a process's CPU time."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 
-from autellix.server.vllm_engine import free_port
+from autellix.server.engines.vllm import free_port
 
-__all__ = ["free_port", "start", "stop"]
+__all__ = [
+    "LOOPBACK",
+    "autellix_serve",
+    "cpu_seconds",
+    "free_port",
+    "loopback_url",
+    "serving",
+    "start",
+    "stop",
+]
+
+LOOPBACK = "127.0.0.1"
+
+
+def autellix_serve(port: int, *options: str) -> list[str]:
+    """``python -m autellix serve --port <port> <options>`` with this interpreter."""
+    return [sys.executable, "-m", "autellix", "serve", "--port", str(port), *options]
 
 
 def start(argv: list[str], url: str, name: str, timeout: float = 30.0) -> subprocess.Popen[bytes]:
@@ -47,3 +69,26 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
     if proc.stderr is not None:
         proc.stderr.close()
+
+
+def loopback_url(port: int) -> str:
+    return f"http://{LOOPBACK}:{port}"
+
+
+@contextlib.contextmanager
+def serving(argv: list[str], url: str, name: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``argv`` :func:`start`-ed (answering at ``url``) while the block runs, :func:`stop`-ped after."""
+    proc = start(argv, url, name)
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux ``/proc``); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None

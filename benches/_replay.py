@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from autellix import SchedulerConfig
 from autellix.sim import cost_model
 from autellix.sim.cluster import simulate
 from autellix.sim.config import SimConfig
@@ -17,7 +18,7 @@ from autellix.sim.metrics import Distribution
 from autellix.sim.spec import ProgramSpec
 
 #: policies the core knows, and the one every other is compared with
-POLICIES = ("fcfs", "mlfq", "plas", "atlas")
+POLICIES = tuple(SchedulerConfig.policies())
 BASELINE = "fcfs"
 
 
@@ -57,9 +58,12 @@ def engine_preset(name: str) -> cost_model.EnginePreset:
     return dataclasses.replace(cost_model.preset(name), scheduler_cpu=False)
 
 
-def run_simulator(config: SimConfig, programs: Sequence[ProgramSpec]) -> dict[str, Any]:
-    """The simulator on ``programs``: :func:`summary`, calls, preemptions, cached tokens, makespan."""
-    result = simulate(config, programs, preset=engine_preset(config.preset))
+def run_simulator(
+    config: SimConfig, programs: Sequence[ProgramSpec], scheduler: SchedulerConfig | None = None
+) -> dict[str, Any]:
+    """The simulator on ``programs`` (its core run with ``scheduler``, default the config's):
+    :func:`summary`, calls, preemptions, cached tokens, makespan."""
+    result = simulate(config, programs, preset=engine_preset(config.preset), scheduler=scheduler)
     latency = [o.finish - o.arrival if o.finish >= 0 else math.nan for o in result.outcomes]
     return {
         **summary(latency, programs),
@@ -93,14 +97,3 @@ def policies_arg(text: str) -> list[str]:
             f"and at least one other, got {text!r}"
         )
     return [BASELINE] + [p for p in names if p != BASELINE]
-
-
-def finite(value: Any) -> Any:
-    """``value`` with every NaN / infinity replaced by ``None`` (strict JSON)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value

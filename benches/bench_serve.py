@@ -10,10 +10,11 @@ Standalone script (not collected by pytest)::
 
 Three processes on loopback, each its own interpreter (no GIL shared with the load generator):
 
-* a **stub upstream**: a bare ASGI app under uvicorn (started by this script with
-  ``--_stub-upstream``) that answers ``POST /v1/chat/completions`` at once with one token, as JSON
-  or, for ``"stream": true``, as SSE chunks (role, token, finish, usage, ``[DONE]``). It does no
-  work, so the direct figures are the floor: HTTP on loopback plus the client;
+* a **stub upstream** (``_stub_upstream.py``): a bare ASGI app under uvicorn (started by this
+  script with ``--_stub-upstream``) that answers ``POST /v1/chat/completions`` at once with one
+  token, as JSON or, for ``"stream": true``, as SSE chunks (role, token, finish, usage,
+  ``[DONE]``). It does no work, so the direct figures are the floor: HTTP on loopback plus the
+  client;
 * the **front**: ``python -m autellix serve --engine openai --upstream <stub>`` (``--max-inflight``
   and ``--max-queued`` large, so nothing waits in autellix's queue for want of a slot);
 * this process, the **load generator** (on uvloop): one ``aiohttp.ClientSession`` per target, an open-loop
@@ -48,114 +49,15 @@ from typing import Any
 import aiohttp
 import uvloop
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_procs.py
-from _procs import free_port, start, stop
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_procs.py, _stub_upstream.py, ...
+from _output import console as wide_console
+from _output import write_json
+from _procs import autellix_serve, cpu_seconds, free_port, loopback_url, serving
+from _stub_upstream import MODEL, run_stub
 
 GOAL_P50_MS = 1.0
 GOAL_P99_MS = 5.0
 GOAL_RATE = 1000.0
-MODEL = "stub"
-
-# -- the stub upstream ------------------------------------------------------------------------
-
-
-def _stub_app() -> Any:
-    """A bare ASGI OpenAI-compatible upstream: one token, answered at once."""
-    created = int(time.time())
-
-    def chunk(rid: str, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
-        body: dict[str, Any] = {
-            "id": rid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": MODEL,
-            "choices": choices,
-        }
-        if usage is not None:
-            body["usage"] = usage
-        return b"data: " + json.dumps(body).encode() + b"\n\n"
-
-    counter = 0
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        nonlocal counter
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        if scope["path"] == "/health":
-            await _respond(send, 200, b"application/json", b'{"status":"ok"}')
-            return
-        if scope["method"] != "POST" or not scope["path"].endswith("/chat/completions"):
-            await _respond(send, 404, b"application/json", b'{"error":{"message":"not found"}}')
-            return
-        request = json.loads(raw or b"{}")
-        counter += 1
-        rid = f"chatcmpl-stub-{counter}"
-        usage = {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9}
-        if not request.get("stream"):
-            body = {
-                "id": rid,
-                "object": "chat.completion",
-                "created": created,
-                "model": request.get("model", MODEL),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "x"},
-                        "finish_reason": "length",
-                    }
-                ],
-                "usage": usage,
-            }
-            await _respond(send, 200, b"application/json", json.dumps(body).encode())
-            return
-        events = chunk(rid, [{"index": 0, "delta": {"role": "assistant", "content": ""}}])
-        events += chunk(rid, [{"index": 0, "delta": {"content": "x"}}])
-        events += chunk(rid, [{"index": 0, "delta": {}, "finish_reason": "length"}])
-        if (request.get("stream_options") or {}).get("include_usage"):
-            events += chunk(rid, [], usage)
-        events += b"data: [DONE]\n\n"
-        await _respond(send, 200, b"text/event-stream", events)
-
-    return app
-
-
-async def _respond(send: Any, status: int, content_type: bytes, body: bytes) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _run_stub(port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(_stub_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-# -- processes --------------------------------------------------------------------------------
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far (Linux ``/proc``); None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
 
 # -- load -------------------------------------------------------------------------------------
 
@@ -310,10 +212,9 @@ async def _measure(args: argparse.Namespace, direct_url: str, front_url: str) ->
 
 
 def _report(result: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(Console().width, 132))
+    console = wide_console()
     cfg, sides, added = result["config"], result["sides"], result["added"]
     table = Table(
         title=f"autellix serve in front of a stub upstream, loopback, target {cfg['rate']:g} calls/s "
@@ -403,7 +304,7 @@ def _report(result: dict[str, Any]) -> None:
 # -- main -------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--rate", type=float, default=None, help="target calls/s, open loop (default: 1000)")
     p.add_argument("--seconds", type=float, default=None, help="measured seconds per side (default: 10)")
@@ -422,8 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--_stub-upstream", dest="stub_port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.stub_port is not None:
-        _run_stub(args.stub_port)
-        return 0
+        return args
     if args.quick:
         args.rate = args.rate or 200.0
         args.seconds = args.seconds or 2.0
@@ -432,50 +332,32 @@ def main(argv: list[str] | None = None) -> int:
     args.seconds = args.seconds or 10.0
     if args.rate <= 0 or args.seconds <= 0 or args.rounds < 1 or args.connections < 1:
         p.error("--rate, --seconds, --rounds and --connections must be positive")
+    return args
 
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The stub upstream and the front started, the load measured, both stopped: the result."""
     stub_port, front_port = free_port(), free_port()
-    stub_url, front_url = f"http://127.0.0.1:{stub_port}", f"http://127.0.0.1:{front_port}"
-    here = str(Path(__file__).resolve())
-    stub = start([sys.executable, here, "--_stub-upstream", str(stub_port)], stub_url, "stub upstream")
-    try:
-        front = start(
-            [
-                sys.executable,
-                "-m",
-                "autellix",
-                "serve",
-                "--engine",
-                "openai",
-                "--upstream",
-                stub_url,
-                "--model",
-                MODEL,
-                "--port",
-                str(front_port),
-                "--max-inflight",
-                str(args.max_inflight),
-                "--max-queued",
-                str(max(args.max_inflight, 4096)),
-            ],
-            front_url,
-            "autellix serve",
-        )
-        try:
-            pids = {"generator": os.getpid(), "stub upstream": stub.pid, "autellix serve": front.pid}
-            before = {k: _cpu_seconds(pid) for k, pid in pids.items()}
-            started = time.perf_counter()
-            measured = uvloop.run(_measure(args, stub_url, front_url))
-            # the warm-up is inside the CPU window; subtract nothing, report it as such
-            wall = time.perf_counter() - started
-            after = {k: _cpu_seconds(pid) for k, pid in pids.items()}
-        finally:
-            stop(front)
-    finally:
-        stop(stub)
+    stub_url, front_url = loopback_url(stub_port), loopback_url(front_port)
+    stub_argv = [sys.executable, str(Path(__file__).resolve()), "--_stub-upstream", str(stub_port)]
+    options = ["--engine", "openai", "--upstream", stub_url, "--model", MODEL]
+    options += ["--max-inflight", str(args.max_inflight), "--max-queued", str(max(args.max_inflight, 4096))]
+    front_argv = autellix_serve(front_port, *options)
+    with (
+        serving(stub_argv, stub_url, "stub upstream") as stub,
+        serving(front_argv, front_url, "autellix serve") as front,
+    ):
+        pids = {"generator": os.getpid(), "stub upstream": stub.pid, "autellix serve": front.pid}
+        before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+        started = time.perf_counter()
+        measured = uvloop.run(_measure(args, stub_url, front_url))
+        # the warm-up is inside the CPU window; subtract nothing, report it as such
+        wall = time.perf_counter() - started
+        after = {k: cpu_seconds(pid) for k, pid in pids.items()}
 
     sides = measured["sides"]
     added = {k: sides["front"][k] - sides["direct"][k] for k in ("p50_ms", "p99_ms", "mean_ms")}
-    result: dict[str, Any] = {
+    return {
         "config": {
             "rate": args.rate,
             "seconds": args.seconds,
@@ -510,9 +392,17 @@ def main(argv: list[str] | None = None) -> int:
             and sides["front"]["sent_rate"] >= 0.95 * GOAL_RATE,
         },
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.stub_port is not None:
+        run_stub(args.stub_port)
+        return 0
+    result = run(args)
     _report(result)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

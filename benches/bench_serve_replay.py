@@ -22,7 +22,7 @@ policy on the server and in the simulator, on the same simulated engine:
   non-streamed chat completion tagged ``X-Autellix-Program-Id`` (``X-Autellix-Thread-Id`` for a
   program of several threads, ``X-Autellix-Parent-Ids`` with the parents' call ids), with
   ``max_tokens`` = the call's output tokens and one user message whose text the server counts as
-  exactly the call's prompt tokens (``autellix.sim.trace.estimate_tokens`` is the server's count;
+  exactly the call's prompt tokens (``autellix.tokens.estimate_tokens`` is the server's count;
   each response's ``usage`` is checked against the spec). The program ends with
   ``POST /v1/programs/{id}/finish``. A program's latency is the wall time from its scheduled
   arrival to its last response, divided by ``time_scale`` (engine seconds);
@@ -40,7 +40,7 @@ the core picks matters. (At 64 slots, the server's default, the same load hardly
 policy gives the same latency.) The run's length is set by the slowest program (tens of calls
 with think times between them), hence the time scale of 0.07.
 
-How the simulator is set up to model the server's ``SimEngine`` (``autellix/server/engine.py``):
+How the simulator is set up to model the server's ``SimEngine`` (``autellix/server/engines/sim.py``):
 
 * one engine, ``max_batch`` = the server's ``max_running``, the same preset;
 * one scheduler call per iteration (``steps_per_schedule=1``), as the server steps the core once
@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import platform
@@ -89,13 +88,15 @@ import httpx
 from autellix.sim import cost_model
 from autellix.sim.config import SimConfig
 from autellix.sim.spec import CallSpec, ProgramSpec
-from autellix.sim.trace import estimate_tokens
 from autellix.sim.workload import WORKLOADS, generate
+from autellix.tokens import estimate_tokens
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_procs.py, _replay.py
-from _procs import free_port, start, stop
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_procs.py, _replay.py, ...
+from _output import console as wide_console
+from _output import write_json
+from _procs import autellix_serve, free_port, loopback_url, serving
 from _progress import progress_bar
-from _replay import BASELINE, finite, policies_arg, policy_ratios, replay_fields, run_simulator, summary
+from _replay import BASELINE, policies_arg, policy_ratios, replay_fields, run_simulator, summary
 
 MODEL = "autellix-sim"
 #: filler text of the prompts (ASCII: the server counts ``len / 4.5`` tokens)
@@ -118,26 +119,9 @@ def sim_config(args: argparse.Namespace, policy: str) -> SimConfig:
 
 
 def serve_argv(args: argparse.Namespace, policy: str, port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "autellix",
-        "serve",
-        "--port",
-        str(port),
-        "--policy",
-        policy,
-        "--preset",
-        args.preset,
-        "--time-scale",
-        repr(args.time_scale),
-        "--max-running",
-        str(args.max_running),
-        "--max-queued",
-        "1000000",
-        "--model",
-        MODEL,
-    ]
+    options = ["--policy", policy, "--preset", args.preset, "--time-scale", repr(args.time_scale)]
+    options += ["--max-running", str(args.max_running), "--max-queued", "1000000", "--model", MODEL]
+    return autellix_serve(port, *options)
 
 
 # -- the replay ---------------------------------------------------------------------------------
@@ -282,9 +266,8 @@ def run_server(
     on_done: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = start(serve_argv(args, policy, port), url, "autellix serve")
-    try:
+    url = loopback_url(port)
+    with serving(serve_argv(args, policy, port), url, "autellix serve"):
         preemptions_before = _preemptions(url) or 0
         started = time.perf_counter()
         got = asyncio.run(replay(url, programs, args.time_scale, deadline_s, on_done))
@@ -292,8 +275,6 @@ def run_server(
         preemptions = _preemptions(url)
         if preemptions is not None:
             preemptions -= preemptions_before
-    finally:
-        stop(proc)
     latency = [got.latency.get(p.id, math.nan) for p in programs]
     ends = [p.arrival + lat for p, lat in zip(programs, latency, strict=True) if not math.isnan(lat)]
     first = min((p.arrival for p in programs), default=0.0)
@@ -318,10 +299,9 @@ SIDES = {
 
 
 def _report(result: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(Console().width, 132))
+    console = wide_console()
     cfg = result["config"]
     table = Table(
         title=f"{cfg['programs']} {cfg['workload']} programs at {cfg['rate']:g}/s (seed {cfg['seed']}), "
@@ -486,8 +466,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     _report(result)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(finite(result), indent=2, allow_nan=False) + "\n")
+        write_json(args.json, result)
     return result
 
 

@@ -39,16 +39,12 @@ pub struct SchedulerConfig {
 impl Default for SchedulerConfig {
     fn default() -> Self {
         let step = DECODE_STEP_SECONDS;
+        let (boundaries, quanta) =
+            Self::ladder(2.0 * step, 7, step).expect("invariant: the default ladder is valid");
         Self {
             policy: PolicyKind::Plas,
-            boundaries: [2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
-                .iter()
-                .map(|s| s * step)
-                .collect(),
-            quanta: [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
-                .iter()
-                .map(|s| s * step)
-                .collect(),
+            boundaries,
+            quanta,
             starvation_beta: Some(8.0),
             service_floor: step,
             program_ttl: 600.0,
@@ -63,6 +59,46 @@ impl SchedulerConfig {
             policy,
             ..Self::default()
         }
+    }
+
+    /// The doubling ladder of `levels` queues: `(boundaries, quanta)` with boundaries
+    /// `b, 2b, 4b, ...` (`levels - 1` of them, from `first_boundary` = b) and each queue's quantum
+    /// its width (`b, 2b, 4b, ...` for queues 1.., the bottom one as wide as the one above),
+    /// except the top queue's, which is `top_quantum`.
+    ///
+    /// The default config is `ladder(2 * DECODE_STEP_SECONDS, 7, DECODE_STEP_SECONDS)`.
+    pub fn ladder(
+        first_boundary: f64,
+        levels: usize,
+        top_quantum: f64,
+    ) -> Result<(Vec<f64>, Vec<f64>)> {
+        let bad = |msg: String| Err(CoreError::InvalidConfig(msg));
+        if !(1..=usize::from(u8::MAX)).contains(&levels) {
+            return bad(format!("levels must be between 1 and 255, got {levels}"));
+        }
+        if !(first_boundary.is_finite() && first_boundary > 0.0) {
+            return bad(format!(
+                "first_boundary must be finite and > 0, got {first_boundary}"
+            ));
+        }
+        if !(top_quantum.is_finite() && top_quantum > 0.0) {
+            return bad(format!(
+                "top_quantum must be finite and > 0, got {top_quantum}"
+            ));
+        }
+        // Doubling is exact in binary floating point, so the values are exact multiples of b.
+        let boundaries: Vec<f64> = std::iter::successors(Some(first_boundary), |b| Some(b * 2.0))
+            .take(levels - 1)
+            .collect();
+        if let Some(last) = boundaries.last().filter(|b| !b.is_finite()) {
+            return bad(format!(
+                "{levels} levels from first_boundary {first_boundary} overflow to {last}"
+            ));
+        }
+        let mut quanta = Vec::with_capacity(levels);
+        quanta.push(top_quantum);
+        quanta.extend_from_slice(&boundaries);
+        Ok((boundaries, quanta))
     }
 
     /// Number of queues K.
@@ -144,6 +180,68 @@ mod tests {
         assert_eq!(c.level_of(0.049), 0);
         assert_eq!(c.level_of(0.05), 1);
         assert_eq!(c.level_of(1e9), 6);
+    }
+
+    #[test]
+    fn default_is_the_step_ladder_exactly() {
+        let c = SchedulerConfig::default();
+        let step = DECODE_STEP_SECONDS;
+        let steps = |v: &[f64]| v.iter().map(|s| s * step).collect::<Vec<_>>();
+        // Bit-identical to the literal step counts the defaults were written as.
+        let same = |a: &[f64], b: &[f64]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+        };
+        assert!(same(
+            &c.boundaries,
+            &steps(&[2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
+        ));
+        assert!(same(
+            &c.quanta,
+            &steps(&[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
+        ));
+    }
+
+    #[test]
+    fn ladder_shapes() {
+        // The simulator's ladder for quantum q: boundaries q * 2^i, quanta [q, *boundaries].
+        let (b, q) = SchedulerConfig::ladder(32.0, 7, 32.0).unwrap();
+        assert_eq!(b, [32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]);
+        assert_eq!(q, [32.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]);
+        assert_eq!(
+            SchedulerConfig::ladder(0.5, 1, 3.0).unwrap(),
+            (vec![], vec![3.0])
+        );
+        let (b, q) = SchedulerConfig::ladder(1e-300, 255, 1.0).unwrap();
+        assert_eq!((b.len(), q.len()), (254, 255));
+        let config = SchedulerConfig {
+            boundaries: b,
+            quanta: q,
+            ..SchedulerConfig::default()
+        };
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn ladder_rejects_bad_input() {
+        for (first, levels, top) in [
+            (1.0, 0, 1.0),
+            (1.0, 256, 1.0),
+            (0.0, 7, 1.0),
+            (-1.0, 7, 1.0),
+            (f64::NAN, 7, 1.0),
+            (f64::INFINITY, 7, 1.0),
+            (1.0, 7, 0.0),
+            (1.0, 7, f64::NAN),
+            (1e307, 7, 1.0), // 1e307 * 2^5 overflows
+        ] {
+            assert!(
+                matches!(
+                    SchedulerConfig::ladder(first, levels, top),
+                    Err(CoreError::InvalidConfig(_))
+                ),
+                "{first} {levels} {top}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Scheduling policies behind one trait. A policy only says how a call is ranked; the queues,
-//! demotion, promotion and batch formation are shared (see `scheduler.rs`).
+//! demotion, promotion and batch formation are shared (see `scheduler/`).
 
 use std::fmt;
 use std::str::FromStr;

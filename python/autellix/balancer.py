@@ -71,13 +71,17 @@ class ProgramAware:
         self._pinned.pop(program, None)
 
 
+#: every balancer by name, the baselines first
+_KINDS: dict[str, type[RoundRobin] | type[LeastLoaded] | type[ProgramAware]] = {
+    "round-robin": RoundRobin,
+    "least-loaded": LeastLoaded,
+    "program-aware": ProgramAware,
+}
+BALANCERS = tuple(_KINDS)
+
+
 def make_balancer(name: str) -> Balancer:
-    """``round-robin``, ``least-loaded`` or ``program-aware``."""
-    kinds: dict[str, type[RoundRobin] | type[LeastLoaded] | type[ProgramAware]] = {
-        "round-robin": RoundRobin,
-        "least-loaded": LeastLoaded,
-        "program-aware": ProgramAware,
-    }
-    if name not in kinds:
-        raise ConfigError(f"unknown balancer {name!r}; choose one of {', '.join(kinds)}")
-    return kinds[name]()
+    """A new balancer of one of :data:`BALANCERS`."""
+    if name not in _KINDS:
+        raise ConfigError(f"unknown balancer {name!r}; choose one of {', '.join(BALANCERS)}")
+    return _KINDS[name]()

@@ -4,16 +4,20 @@ Every function takes the rows of :func:`autellix.bench.collect_rows` (or
 :func:`autellix.bench.read_rows`) and/or the output of :func:`autellix.bench.summarize`, writes
 PNG files into a directory and returns their paths. matplotlib is imported inside the functions,
 so importing this module (or the CLI) stays cheap.
+
+:func:`num`, :func:`rank` and :func:`ordered` read values of result rows; they live here, the lower
+layer, so that :mod:`autellix.bench` (above) shares them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autellix.sim.config import BALANCERS, SCHEDULERS, SWAP_MODES, WORKLOADS
+from autellix.sim.config import BALANCERS, SCHEDULERS, SWAP_MODES
+from autellix.sim.workload import WORKLOADS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -60,17 +64,32 @@ LABELS: dict[str, str] = {
     "bulk": "bulk (autellix)",
 }
 _METRIC_LABEL = {"mean": "mean", "p50": "P50", "p95": "P95", "p99": "P99"}
+#: The registry order of each named field of a row (panels, series and bars follow it).
+FIELD_NAMES: dict[str, tuple[str, ...]] = {
+    "workload": WORKLOADS,
+    "scheduler": SCHEDULERS,
+    "balancer": BALANCERS,
+    "swap": SWAP_MODES,
+}
 
 
-def _num(value: Any) -> float:
+def num(value: Any) -> float:
+    """``value`` as a float; NaN when it is ``None`` or not a number."""
     try:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
 
 
-def _order(values: Any, names: Sequence[str]) -> list[Any]:
-    return sorted(set(values), key=lambda v: (names.index(v), "") if v in names else (len(names), str(v)))
+def rank(names: Sequence[str], value: Any) -> tuple[int, str]:
+    """Sort key of a name: its position in ``names``; unknown names (trace paths) after, by text."""
+    text = "" if value is None else str(value)
+    return (names.index(text), "") if text in names else (len(names), text)
+
+
+def ordered(values: Iterable[Any], names: Sequence[str]) -> list[Any]:
+    """The distinct ``values`` in :func:`rank` order."""
+    return sorted(set(values), key=lambda v: rank(names, v))
 
 
 def _new_figure(panels: int, height: float = 3.4) -> tuple[Figure, list[Axes]]:
@@ -113,9 +132,9 @@ def _line_panel(
     """One line per series over rate; hollow markers where not every program completed.
     Returns whether anything positive was drawn."""
     drawn = False
-    for name in _order((r[series_field] for r in rows), names):
+    for name in ordered((r[series_field] for r in rows), names):
         points = sorted(
-            ((_num(r["rate"]), _num(r[key]), bool(r["completed"])) for r in rows if r[series_field] == name),
+            ((num(r["rate"]), num(r[key]), bool(r["completed"])) for r in rows if r[series_field] == name),
             key=lambda p: p[0],
         )
         points = [p for p in points if math.isfinite(p[1]) and p[1] > 0]
@@ -162,13 +181,7 @@ def _legend(fig: Figure, axes: Sequence[Axes], hollow_note: bool = True) -> None
 
 
 def _panel_key(row: Mapping[str, Any], panel_fields: Sequence[str]) -> tuple[Any, ...]:
-    order = {"workload": WORKLOADS, "scheduler": SCHEDULERS, "balancer": BALANCERS, "swap": SWAP_MODES}
-    key: list[Any] = []
-    for name in panel_fields:
-        names = order.get(name, ())
-        value = row[name]
-        key.append((names.index(value), "") if value in names else (len(names), str(value)))
-    return tuple(key)
+    return tuple(rank(FIELD_NAMES.get(name, ()), row[name]) for name in panel_fields)
 
 
 def plot_latency(
@@ -183,7 +196,7 @@ def plot_latency(
     """One subplot per workload (per distinct ``panel_fields``): x = arrival rate (programs/s),
     y = program latency per token (s/token, log scale), one line per ``series_field`` value
     (scheduler, balancer, swap mode)."""
-    names = {"scheduler": SCHEDULERS, "balancer": BALANCERS, "swap": SWAP_MODES}.get(series_field, ())
+    names = FIELD_NAMES.get(series_field, ())
     panels: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for row in sorted(rows, key=lambda r: _panel_key(r, panel_fields)):
         panels.setdefault(tuple(row[f] for f in panel_fields), []).append(row)
@@ -212,15 +225,15 @@ def plot_throughput_at_target(
 ) -> Path:
     """Grouped bars: per workload, the highest arrival rate (programs/s) each series sustains
     at the latency target (hatched = met the target at every swept rate, a lower bound)."""
-    names = {"scheduler": SCHEDULERS, "balancer": BALANCERS}.get(series_field, ())
-    workloads = _order((e["workload"] for e in entries), WORKLOADS)
+    names = FIELD_NAMES.get(series_field, ())
+    workloads = ordered((e["workload"] for e in entries), WORKLOADS)
     fig, axes = _new_figure(max(1, len(workloads)), height=3.0)
     for ax, workload in zip(axes, workloads, strict=False):
         subset = [e for e in entries if e["workload"] == workload]
-        series = _order((e[series_field] for e in subset), names)
+        series = ordered((e[series_field] for e in subset), names)
         for i, name in enumerate(series):
             entry = next(e for e in subset if e[series_field] == name)
-            value = _num(entry["throughput"])
+            value = num(entry["throughput"])
             ax.bar(
                 i,
                 value if math.isfinite(value) else 0.0,
@@ -231,7 +244,7 @@ def plot_throughput_at_target(
                 label=LABELS.get(str(name), str(name)),
             )
         ax.set_xticks(range(len(series)), [str(s) for s in series], rotation=20)
-        target = _num(subset[0]["target"]) if subset else math.nan
+        target = num(subset[0]["target"]) if subset else math.nan
         target_text = f"target {target:.3g} s/token" if math.isfinite(target) else "no target"
         ax.set_title(f"{workload}\n{target_text}", fontsize="medium")
         ax.set_ylabel("throughput (programs/s)")
@@ -243,15 +256,15 @@ def plot_throughput_at_target(
 def plot_swap(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Bars of total swap time (s) per swap mode, grouped by scheduler x rate, one subplot per
     workload; mean latency per mode is written above the bars."""
-    workloads = _order((r["workload"] for r in rows), WORKLOADS)
+    workloads = ordered((r["workload"] for r in rows), WORKLOADS)
     fig, axes = _new_figure(max(1, len(workloads)), height=3.4)
     for ax, workload in zip(axes, workloads, strict=False):
         subset = [r for r in rows if r["workload"] == workload]
         groups = sorted(
-            {(str(r["scheduler"]), _num(r["rate"])) for r in subset},
-            key=lambda g: (SCHEDULERS.index(g[0]) if g[0] in SCHEDULERS else len(SCHEDULERS), g[1]),
+            {(str(r["scheduler"]), num(r["rate"])) for r in subset},
+            key=lambda g: (rank(SCHEDULERS, g[0]), g[1]),
         )
-        modes = _order((r["swap"] for r in subset), SWAP_MODES)
+        modes = ordered((r["swap"] for r in subset), SWAP_MODES)
         width = 0.8 / max(1, len(modes))
         for j, mode in enumerate(modes):
             xs: list[float] = []
@@ -261,13 +274,13 @@ def plot_swap(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
                     (
                         r
                         for r in subset
-                        if r["scheduler"] == scheduler and _num(r["rate"]) == rate and r["swap"] == mode
+                        if r["scheduler"] == scheduler and num(r["rate"]) == rate and r["swap"] == mode
                     ),
                     None,
                 )
                 if row is None:
                     continue
-                value = _num(row["swap_time"])
+                value = num(row["swap_time"])
                 xs.append(i + (j - (len(modes) - 1) / 2) * width)
                 ys.append(value if math.isfinite(value) else 0.0)
             ax.bar(

@@ -281,3 +281,81 @@ def test_wrong_types_raise_type_error(kwargs: dict[str, Any]) -> None:
 def test_positional_only_policy() -> None:
     with pytest.raises(TypeError):
         SchedulerConfig("plas", [1.0])  # type: ignore[call-arg]
+
+
+# ----------------------------------------------------------------------------- the ladder helper
+
+
+def test_ladder_builds_the_default_config_exactly() -> None:
+    default = SchedulerConfig()
+    ladder = SchedulerConfig.ladder(2 * DECODE_STEP_SECONDS, top_quantum=DECODE_STEP_SECONDS)
+    assert ladder == (default.boundaries, default.quanta)  # exact float equality, no approx
+    assert isinstance(ladder, tuple)
+    assert all(isinstance(part, list) for part in ladder)
+
+
+def test_ladder_is_the_simulators() -> None:
+    # The simulator's ladder for quantum q: boundaries q * 2**i (6 of them), quanta [q, *boundaries].
+    boundaries, quanta = SchedulerConfig.ladder(32.0)
+    assert boundaries == [32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]
+    assert quanta == [32.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]
+    for q in (0.025, 0.1, 1.0, 3.0, 32.0):
+        expected = [q * 2**i for i in range(6)]
+        assert SchedulerConfig.ladder(q) == (expected, [q, *expected])
+        assert SchedulerConfig.ladder(q, 7, q) == SchedulerConfig.ladder(first_boundary=q, top_quantum=None)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.floats(min_value=1e-6, max_value=1e6),
+    st.integers(min_value=1, max_value=255),
+    st.floats(min_value=1e-6, max_value=1e6),
+)
+def test_ladder_shape_and_validity(first: float, levels: int, top: float) -> None:
+    boundaries, quanta = SchedulerConfig.ladder(first, levels, top)
+    assert len(boundaries) == levels - 1
+    assert len(quanta) == levels
+    assert quanta[0] == top
+    assert boundaries == [first * 2**i for i in range(levels - 1)]
+    assert quanta[1:] == boundaries  # each queue's quantum is its width
+    config = SchedulerConfig(boundaries=boundaries, quanta=quanta)
+    assert config.levels == levels
+
+
+def test_ladder_single_level() -> None:
+    assert SchedulerConfig.ladder(2.0, 1) == ([], [2.0])
+    assert SchedulerConfig.ladder(2.0, 1, 5.0) == ([], [5.0])
+
+
+LADDER_INVALID: list[tuple[str, tuple[Any, ...]]] = [
+    ("zero levels", (1.0, 0)),
+    ("negative levels", (1.0, -1)),
+    ("too many levels", (1.0, 256)),
+    ("huge levels", (1.0, 2**70)),
+    ("zero first boundary", (0.0,)),
+    ("negative first boundary", (-1.0,)),
+    ("nan first boundary", (math.nan,)),
+    ("inf first boundary", (math.inf,)),
+    ("zero top quantum", (1.0, 7, 0.0)),
+    ("negative top quantum", (1.0, 7, -1.0)),
+    ("nan top quantum", (1.0, 7, math.nan)),
+    ("overflowing ladder", (1e307, 7)),
+]
+
+
+@pytest.mark.parametrize(("what", "args"), LADDER_INVALID, ids=[w for w, _ in LADDER_INVALID])
+def test_ladder_rejects_bad_input(what: str, args: tuple[Any, ...]) -> None:
+    with pytest.raises(ConfigError) as info:
+        SchedulerConfig.ladder(*args)
+    assert type(info.value) is ConfigError
+    assert str(info.value).startswith("invalid configuration: "), what
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("1.0",), (1.0, "7"), (1.0, 7.0), (1.0, 7, "1")],
+    ids=["first-str", "levels-str", "levels-float", "top-str"],
+)
+def test_ladder_wrong_types_raise_type_error(args: tuple[Any, ...]) -> None:
+    with pytest.raises(TypeError):
+        SchedulerConfig.ladder(*args)

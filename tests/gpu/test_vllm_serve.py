@@ -1,6 +1,6 @@
 """End to end on a GPU: ``vllm serve`` with the autellix plug-in, and ``autellix serve --engine vllm``.
 
-The model is the tiny LLaMA of :func:`autellix.adapters.vllm_harness.write_tiny_model` with a
+The model is the tiny LLaMA of :func:`autellix.testing.vllm_harness.write_tiny_model` with a
 word-level tokenizer and random weights (``--load-format dummy``): no hub, no download. One
 sequence runs at a time (``--max-num-seqs 1``), so the order in which calls finish is the order
 the scheduler chose:
@@ -38,8 +38,8 @@ openai = pytest.importorskip("openai", reason="needs the openai client: pip inst
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
-from autellix.adapters.vllm_harness import write_tiny_model  # noqa: E402
-from autellix.server.vllm_engine import SCHEDULER_CLS, free_port  # noqa: E402
+from autellix.server.engines.vllm import SCHEDULER_CLS, free_port  # noqa: E402
+from autellix.testing.vllm_harness import write_tiny_model  # noqa: E402
 
 MODEL = "tiny-llama"
 #: random weights, one sequence at a time, no CUDA graphs (a faster start)

@@ -1,5 +1,5 @@
 """The just-in-time build of the KV-swap ops (autellix.kvswap._build): cache layout, toolkit
-lookup, the reference fallback, and a real nvcc compile of csrc/swap_blocks_cuda.cu without a GPU.
+lookup, the reference fallback, and a real nvcc compile of autellix/csrc/swap_blocks_cuda.cu without a GPU.
 
 The nvcc compile runs whenever torch is a CUDA build, and FAILS (rather than skips) when no
 matching nvcc is found: CI installs one through the `vllm` extra (cuda-toolkit pinned to torch's
@@ -46,14 +46,13 @@ def test_import_does_not_import_torch() -> None:
 
 
 def test_sources_ship_inside_the_package() -> None:
-    """Each csrc/ file has a file symlink in python/autellix/csrc/: maturin copies symlinked files
-    (not symlinked directories) into the wheel and the sdist, so the installed package carries them."""
-    sources = sorted(p.name for p in (ROOT / "csrc").iterdir() if p.is_file())
-    assert "swap_blocks_cuda.cu" in sources
+    """The C++/CUDA sources have one real location, inside the package (python/autellix/csrc/):
+    the wheel carries them as package files, and the JIT build reads them from there."""
     shipped = ROOT / "python" / "autellix" / "csrc"
-    for name in sources:
-        link = shipped / name
-        assert link.is_symlink() and link.resolve() == (ROOT / "csrc" / name).resolve(), name
+    sources = sorted(p.name for p in shipped.iterdir())
+    assert sources == ["swap_blocks.cpp", "swap_blocks.h", "swap_blocks_cuda.cu"]
+    assert not any((shipped / name).is_symlink() for name in sources)
+    assert not (ROOT / "csrc").exists(), "a second copy of the sources outside the package"
 
 
 # Everything below needs torch (the tests above run without it).
@@ -165,7 +164,7 @@ def test_failed_build_falls_back_to_reference(tmp_path: Path) -> None:
 
 @needs_torch
 def test_cuda_source_compiles_with_nvcc() -> None:
-    """CI's compile check of csrc/swap_blocks_cuda.cu: build the CUDA variant of the ops (no GPU
+    """CI's compile check of autellix/csrc/swap_blocks_cuda.cu: build the CUDA variant of the ops (no GPU
     needed), load it (the library registers without a GPU) and run its CPU kernel."""
     if os.environ.get("AUTELLIX_SKIP_CUDA_BUILD") == "1":
         pytest.skip("AUTELLIX_SKIP_CUDA_BUILD=1")

@@ -14,8 +14,8 @@ import pytest
 import uvicorn
 
 from autellix.server import ServerConfig, create_app
-from autellix.server.engine import Engine
-from autellix.server.vllm_engine import free_port
+from autellix.server.engines import Engine
+from autellix.server.engines.vllm import free_port
 
 #: The simulated engine's model name, and a short prompt, shared by the server tests.
 MODEL = "autellix-sim"

@@ -25,7 +25,7 @@ from schemathesis import Case
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from autellix.server import ServerConfig, create_app
-from autellix.server.vllm_engine import free_port
+from autellix.server.engines.vllm import free_port
 
 from .conftest import MODEL, Running, wait_for
 

@@ -10,8 +10,9 @@ from typing import Any
 import openai
 import pytest
 
+from autellix.exceptions import ConfigError
 from autellix.server import ServerConfig
-from autellix.server.vllm_engine import free_port
+from autellix.server.engines.vllm import free_port
 
 from .conftest import MODEL, MSG, Running, finish_time, wait_for
 
@@ -41,13 +42,13 @@ def _live(s: Running, name: str) -> int:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ValueError, match="upstream"):
+    with pytest.raises(ConfigError, match="upstream"):
         ServerConfig(engine="openai")
-    with pytest.raises(ValueError, match="engine"):
+    with pytest.raises(ConfigError, match="engine"):
         ServerConfig(engine="vllm-magic")
-    with pytest.raises(ValueError, match="balancer"):
+    with pytest.raises(ConfigError, match="balancer"):
         ServerConfig(engine="openai", upstreams=("http://x",), balancer="random")
-    with pytest.raises(ValueError, match="http"):
+    with pytest.raises(ConfigError, match="http"):
         ServerConfig(engine="openai", upstreams=("x:80",))
 
 
@@ -202,9 +203,8 @@ def test_forwarded_body_and_priority() -> None:
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
-    from autellix.server.engine import CallHandle
+    from autellix.server.engines import CallHandle, UpstreamEngine
     from autellix.server.protocol import ChatCompletionRequest
-    from autellix.server.upstream import UpstreamEngine
 
     seen: list[dict[str, Any]] = []
 

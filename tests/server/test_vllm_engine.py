@@ -19,7 +19,8 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from autellix.server.vllm_engine import SCHEDULER_CLS, VllmEngine, VllmLaunch, VllmStartError
+from autellix.exceptions import VllmStartError
+from autellix.server.engines.vllm import SCHEDULER_CLS, VllmEngine, VllmLaunch
 
 from .conftest import MODEL, MSG, wait_for
 

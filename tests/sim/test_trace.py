@@ -21,13 +21,13 @@ from autellix.sim.spec import CallSpec, ProgramSpec
 from autellix.sim.trace import (
     TRACE_FORMAT,
     TRACE_VERSION,
-    estimate_tokens,
     import_sharegpt,
     load_trace,
     save_trace,
     with_poisson_arrivals,
 )
 from autellix.sim.workload import generate
+from autellix.tokens import estimate_tokens
 
 HEADER = json.dumps({"format": TRACE_FORMAT, "version": TRACE_VERSION})
 GOOD = {

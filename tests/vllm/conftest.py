@@ -20,7 +20,7 @@ with warnings.catch_warnings():  # torch and vLLM warn on import on a machine wi
     warnings.simplefilter("ignore")
     pytest.importorskip("vllm", reason="vLLM is not installed: pip install 'autellix[vllm]'")
     from autellix.adapters import vllm as adapter
-    from autellix.adapters import vllm_harness as harness
+    from autellix.testing import vllm_harness as harness
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ from typing import Any
 
 from vllm.v1.request import RequestStatus
 
-from autellix.adapters import vllm_harness as harness
 from autellix.adapters.vllm import AutellixScheduler
+from autellix.testing import vllm_harness as harness
 
 from .conftest import Engine
 

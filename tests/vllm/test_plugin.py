@@ -9,9 +9,9 @@ import pytest
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.request import RequestStatus
 
-from autellix import CallState, ConfigError
+from autellix import CallState, ConfigError, SchedulerConfig
 from autellix.adapters.vllm import AutellixScheduler, ProgramOrderedQueue
-from autellix.adapters.vllm_harness import make_request
+from autellix.testing.vllm_harness import make_request
 
 from .conftest import Engine
 
@@ -158,7 +158,7 @@ def test_thread_and_parent_ids_reach_the_core(engine: Make) -> None:
     assert tracker.core.program(program).finished_calls == 4
 
 
-@pytest.mark.parametrize("policy", ["fcfs", "mlfq", "plas", "atlas"])
+@pytest.mark.parametrize("policy", SchedulerConfig.policies())
 def test_random_workload_completes_under_every_policy(engine: Make, policy: str) -> None:
     rng = random.Random(policy)
     e = engine(policy, num_blocks=80, max_num_seqs=6, max_num_batched_tokens=256)

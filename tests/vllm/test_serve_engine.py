@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from autellix.server.vllm_engine import SCHEDULER_CLS
+from autellix import SchedulerConfig
+from autellix.server.engines.vllm import SCHEDULER_CLS
 
 
 def test_vllm_takes_the_plugin_and_a_failed_start_is_reported(tmp_path: Path) -> None:
@@ -35,7 +36,8 @@ def test_vllm_takes_the_plugin_and_a_failed_start_is_reported(tmp_path: Path) ->
     assert done.returncode != 0
     taken = next(line for line in err.splitlines() if "non-default args" in line)
     assert f"'scheduler_cls': '{SCHEDULER_CLS}'" in taken
-    assert "'additional_config': {'autellix': {'policy': 'atlas', 'program_ttl': 600.0}}" in taken
+    ttl = SchedulerConfig().program_ttl
+    assert f"'additional_config': {{'autellix': {{'policy': 'atlas', 'program_ttl': {ttl!r}}}}}" in taken
     assert "'max_model_len': 512" in taken and f"'served_model_name': ['{model}']" in taken
     assert "vllm 0 exited with code 1 before it was ready" in err
     assert "Should have a `model_type` key" in err  # vLLM's own reason, relayed

@@ -3,7 +3,7 @@
 
 use autellix_core as core;
 use pyo3::prelude::*;
-use pyo3::types::PyType;
+use pyo3::types::{PyInt, PyType};
 
 use crate::errors::{InvalidArgumentError, to_py};
 
@@ -50,6 +50,24 @@ pub fn ids(v: Vec<Id>) -> Vec<u64> {
     v.into_iter().map(|i| i.0).collect()
 }
 
+/// A number of queues: any int; one that does not even fit a `usize` is refused like any other
+/// bad count, with `ConfigError` (the core checks the range of the rest).
+pub struct Levels(pub usize);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Levels {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let int = obj.cast::<PyInt>()?;
+        int.extract::<usize>().map(Levels).map_err(|_| {
+            to_py(core::CoreError::InvalidConfig(format!(
+                "levels must be between 1 and 255, got {}",
+                int.as_any()
+            )))
+        })
+    }
+}
+
 /// Scheduler configuration; every argument is optional and defaults to the documented value.
 #[pyclass(module = "autellix._core", frozen, eq, from_py_object)]
 #[derive(Clone, PartialEq)]
@@ -87,6 +105,27 @@ impl SchedulerConfig {
     #[classmethod]
     fn policies(_cls: &Bound<'_, PyType>) -> Vec<&'static str> {
         core::PolicyKind::ALL.iter().map(|p| p.as_str()).collect()
+    }
+
+    /// The doubling MLFQ ladder `(boundaries, quanta)`: boundaries `b, 2b, 4b, ...` from
+    /// `first_boundary`, each queue's quantum its width, the top queue's `top_quantum` (default
+    /// `first_boundary`).
+    #[staticmethod]
+    #[pyo3(
+        signature = (first_boundary, levels = Levels(7), top_quantum = None),
+        text_signature = "(first_boundary, levels=7, top_quantum=None)"
+    )]
+    fn ladder(
+        first_boundary: f64,
+        levels: Levels,
+        top_quantum: Option<f64>,
+    ) -> PyResult<(Vec<f64>, Vec<f64>)> {
+        core::SchedulerConfig::ladder(
+            first_boundary,
+            levels.0,
+            top_quantum.unwrap_or(first_boundary),
+        )
+        .map_err(to_py)
     }
 
     #[getter]

@@ -7,15 +7,16 @@ the ``"autellix"`` entry of the engine's config (for vLLM: ``--additional-config
 =================  ===========================  ==============================================
 key                variable                     meaning (default)
 =================  ===========================  ==============================================
-policy             AUTELLIX_POLICY              plas | atlas | mlfq | fcfs (plas)
+policy             AUTELLIX_POLICY              plas | atlas | mlfq | fcfs
 quanta             AUTELLIX_QUANTA              seconds per queue level, comma-separated
-                                                (the core's default ladder)
 boundaries         AUTELLIX_BOUNDARIES          service at which a program drops a level
-                                                (the core's default)
 starvation_beta    AUTELLIX_STARVATION_BETA     promote a call waiting beta x its service;
-                                                ``none`` turns anti-starvation off (8)
-program_ttl        AUTELLIX_PROGRAM_TTL         seconds an idle program is kept (600)
+                                                ``none`` turns anti-starvation off
+program_ttl        AUTELLIX_PROGRAM_TTL         seconds an idle program is kept
 =================  ===========================  ==============================================
+
+Every default is the core's :class:`autellix.SchedulerConfig` default (plas, its ladder, beta 8,
+600 s), the same for ``autellix serve`` and the simulator.
 
 Bad values raise :class:`autellix.ConfigError` naming the key and where it came from.
 """
@@ -27,7 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from autellix._core import ConfigError, SchedulerConfig
+from autellix._core import SchedulerConfig
+from autellix.exceptions import ConfigError
 
 _ENV = {
     "policy": "AUTELLIX_POLICY",
@@ -38,13 +40,17 @@ _ENV = {
 }
 
 
+_CORE = SchedulerConfig()
+
+
 @dataclass(frozen=True)
 class PluginSettings:
-    policy: str = "plas"
+    policy: str = _CORE.policy
+    #: ``None``: the core's default ladder
     quanta: tuple[float, ...] | None = None
     boundaries: tuple[float, ...] | None = None
-    starvation_beta: float | None = 8.0
-    program_ttl: float = 600.0
+    starvation_beta: float | None = _CORE.starvation_beta
+    program_ttl: float = _CORE.program_ttl
 
     def scheduler_config(self) -> SchedulerConfig:
         """The core's config (validated by the core: a bad ladder is a ConfigError)."""

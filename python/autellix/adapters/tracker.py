@@ -1,10 +1,11 @@
 """The core's process table for an engine that names its requests with strings.
 
 :class:`ProgramTracker` gives every engine request a core call id, resolves its program, thread
-and parent calls (:func:`call_identity` reads them from the request's metadata), and forwards the
-engine's events (step, preemption, finish, abort) to :class:`autellix.Scheduler`. It never
-raises on bad metadata: a malformed program id makes the call a program of its own, an unknown
-parent is dropped, each logged once per kind, because a scheduler cannot answer a client with a 400.
+and parent calls (:func:`call_identity` reads them from the request's metadata, see
+:mod:`autellix.identity`), and forwards the engine's events (step, preemption, finish, abort) to
+:class:`autellix.Scheduler`. It never raises on bad metadata: a malformed program id makes the
+call a program of its own, an unknown parent is dropped, each logged once per kind, because a
+scheduler cannot answer a client with a 400.
 """
 
 from __future__ import annotations
@@ -16,33 +17,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from autellix._core import AutellixError, CallState, Decision, Scheduler
+from autellix._core import CallState, Decision, Scheduler
 from autellix.adapters.settings import PluginSettings
-from autellix.server.programs import InvalidIdError, ProgramRegistry, check_name
+from autellix.exceptions import AutellixError, InvalidIdError
+from autellix.identity import CallIdentity, ProgramRegistry, from_xargs
 
 log = logging.getLogger("autellix.adapters")
-
-
-@dataclass(frozen=True)
-class CallIdentity:
-    """Who a call belongs to; ``program is None``: a program of its own."""
-
-    program: str | None = None
-    thread: str | None = None
-    parents: tuple[str, ...] = ()
-
-
-def call_identity(extra: Mapping[str, Any] | None, session_id: str | None = None) -> CallIdentity:
-    """The identity in a request's metadata: ``program_id`` / ``thread_id`` / ``parent_ids`` (a list
-    or a comma-separated string) of ``extra`` (vLLM: ``vllm_xargs``), else ``session_id``."""
-    extra = extra or {}
-    program = _name("program", extra.get("program_id")) or _name("program", session_id)
-    thread = _name("thread", extra.get("thread_id")) if program is not None else None
-    raw = extra.get("parent_ids")
-    items = raw.split(",") if isinstance(raw, str) else raw if isinstance(raw, list | tuple) else ()
-    parents = tuple(p.strip() for p in items if isinstance(p, str) and p.strip())
-    return CallIdentity(program, thread, parents if program is not None else ())
-
 
 _warned: set[str] = set()
 
@@ -53,14 +33,14 @@ def _warn_once(kind: str, message: str) -> None:
         log.warning("%s (further ones are not logged)", message)
 
 
-def _name(kind: str, value: object) -> str | None:
-    if value is None or value == "":
-        return None
-    try:
-        return check_name(kind, str(value)) if isinstance(value, str | int) else None
-    except InvalidIdError as exc:
-        _warn_once(f"bad-{kind}", f"autellix: {exc}; the call is scheduled as a program of its own")
-        return None
+def _bad_id(kind: str, exc: InvalidIdError) -> None:
+    _warn_once(f"bad-{kind}", f"autellix: {exc}; the call is scheduled as a program of its own")
+
+
+def call_identity(extra: Mapping[str, Any] | None, session_id: str | None = None) -> CallIdentity:
+    """The identity in a request's metadata (:func:`autellix.identity.from_xargs`: vLLM's
+    ``vllm_xargs``, else ``session_id``); a malformed id is logged once per kind and dropped."""
+    return from_xargs(extra, session_id, on_invalid=_bad_id)
 
 
 @dataclass

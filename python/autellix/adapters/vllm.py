@@ -41,7 +41,7 @@ from vllm.v1.core.sched.request_queue import RequestQueue
 from vllm.v1.request import Request, RequestStatus
 
 import vllm
-from autellix import __version__
+from autellix._core import __version__
 from autellix.adapters.settings import PluginSettings
 from autellix.adapters.tracker import ProgramTracker, call_identity
 

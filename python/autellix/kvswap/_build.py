@@ -1,4 +1,4 @@
-"""Just-in-time build of the ``torch.ops.autellix`` KV-swap ops (C++/CUDA sources in ``csrc/``).
+"""Just-in-time build of the ``torch.ops.autellix`` KV-swap ops (C++/CUDA sources in ``autellix/csrc/``).
 
 The ops are compiled by ``torch.utils.cpp_extension.load`` on first use, not inside the Rust
 wheel: they must match the user's torch ABI and CUDA version, which the wheel cannot know. A
@@ -39,6 +39,8 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
+from autellix.exceptions import OpsBuildError
+
 Backend = Literal["cuda", "cpu", "reference"]
 Variant = Literal["cuda", "cpu"]
 
@@ -58,20 +60,12 @@ _lock = threading.Lock()
 _backend: Backend | None = None
 
 
-class OpsBuildError(RuntimeError):
-    """The ops could not be compiled or loaded; the message says why and what to install."""
-
-
 def csrc_dir() -> Path:
-    """The C++/CUDA sources: inside the installed package (``autellix/csrc``, shipped in the
-    wheel) or, in a source checkout, the repository's ``csrc/``."""
-    package = Path(__file__).resolve().parent.parent
-    for candidate in (package / "csrc", package.parent.parent / "csrc"):
-        if (candidate / _CPU_SOURCES[0]).is_file():
-            return candidate
-    raise OpsBuildError(
-        f"autellix's C++ sources (csrc/{_CPU_SOURCES[0]}) are neither in {package} nor in a checkout"
-    )
+    """The C++/CUDA sources, ``autellix/csrc/`` (package files: the wheel ships them)."""
+    src = Path(__file__).resolve().parent.parent / "csrc"
+    if not (src / _CPU_SOURCES[0]).is_file():
+        raise OpsBuildError(f"autellix's C++ sources ({_CPU_SOURCES[0]}) are missing from {src}")
+    return src
 
 
 def cache_root() -> Path:
@@ -136,7 +130,7 @@ def cache_key(variant: Variant, sources: list[Path], flags: list[str]) -> str:
     """``<autellix version>-<torch version>-<cpu | cuXY-smZZ>-<hash of sources and flags>``."""
     import torch
 
-    from autellix import __version__
+    from autellix._core import __version__
 
     digest = hashlib.sha256()
     for path in sources:

@@ -54,29 +54,17 @@ from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from autellix.exceptions import ConfigError, InvalidBlockMappingError, KVLayoutError, KVSwapError
+from autellix.exceptions import (
+    ConfigError,
+    DuplicateSwapError,
+    InvalidBlockMappingError,
+    KVLayoutError,
+    SwapPoolFullError,
+    UnknownSwapError,
+)
 from autellix.kvswap.ops import METHODS, Method, swap_blocks_multi
 
-__all__ = [
-    "DuplicateSwapError",
-    "KVSwapper",
-    "SwapHandle",
-    "SwapPoolFullError",
-    "SwapStats",
-    "UnknownSwapError",
-]
-
-
-class SwapPoolFullError(KVSwapError):
-    """The host pool has fewer free blocks than a swap-out needs; nothing was allocated or copied."""
-
-
-class UnknownSwapError(KVSwapError):
-    """No call of this key is swapped out (never was, or was swapped in or discarded since)."""
-
-
-class DuplicateSwapError(KVSwapError):
-    """The key is already swapped out; swap it in or discard it first."""
+__all__ = ["KVSwapper", "SwapHandle", "SwapStats"]
 
 
 @dataclass

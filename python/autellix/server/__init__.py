@@ -1,11 +1,15 @@
 """``autellix serve``: an OpenAI-compatible server that schedules agent programs with the core.
 
-Modelled on vLLM's ``vllm/entrypoints/openai/``, one concept per module: ``protocol`` (request and
-response bodies), ``programs`` (client program ids -> core ids), ``engine`` (the engine interface
-and the real-time simulated engine), ``upstream`` (the ``openai`` engine in front of
-OpenAI-compatible servers), ``vllm_engine`` (the ``vllm`` engine: ``vllm serve`` children with the
-plug-in, behind the ``openai`` engine's queue), ``app`` (the FastAPI routes), ``config``
-(:class:`ServerConfig`).
+Modelled on vLLM's ``vllm/entrypoints/openai/``, one concept per module:
+
+* ``config``: :class:`ServerConfig`, every option documented once;
+* ``app``: the FastAPI routes; ``completions``: the two completion endpoints' handler and
+  bodies; ``streaming``: delivering tokens (whole text or SSE) and cancelling on disconnect;
+* ``identity``: a request's program / thread / parents (headers or body, strictly checked);
+* ``middleware``: API keys, per-key concurrency, the body limit; ``errors``: error bodies;
+* ``state``: the :class:`~autellix.server.state.Server` behind the routes; ``metrics``:
+  Prometheus; ``protocol``: request and response bodies;
+* ``engines``: the engine interface and the ``sim``, ``openai`` (upstream) and ``vllm`` engines.
 """
 
 from autellix.server.app import create_app

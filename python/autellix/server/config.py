@@ -1,112 +1,139 @@
-"""``ServerConfig``: everything ``autellix serve`` is started with."""
+"""``ServerConfig``: everything ``autellix serve`` is started with, each setting documented once
+(``autellix serve --help`` shows the same text)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from autellix._core import SchedulerConfig
-from autellix.server.vllm_engine import VLLM_MAX_INFLIGHT, VllmLaunch
+from autellix.balancer import BALANCERS
+from autellix.exceptions import ConfigError
+from autellix.options import option
 from autellix.sim.cost_model import PRESETS
 
 #: engines behind the server
 ENGINES = ("sim", "openai", "vllm")
 #: calls in flight per upstream of the ``openai`` engine by default
 UPSTREAM_MAX_INFLIGHT = 64
-#: balancers of the ``openai`` engine (:func:`autellix.balancer.make_balancer`)
-BALANCERS = ("program-aware", "least-loaded", "round-robin")
+#: calls in flight per vLLM server of the ``vllm`` engine by default: enough that the plug-in,
+#: not autellix's queue in front, orders the calls (it sees the KV cache), but bounded so that a
+#: burst waits in autellix's queue (429 past ``max_queued``) rather than in vLLM's
+VLLM_MAX_INFLIGHT = 1024
+
+_CORE = SchedulerConfig()
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Options of the server and its simulated engine (``autellix serve --help``)."""
+    """Options of the server and its engine. Bad values raise :class:`~autellix.ConfigError`."""
 
-    #: the one model name served (``/v1/models``); requests for another get 404
-    model: str = "autellix-sim"
-    #: scheduling policy of the core: fcfs, mlfq, plas or atlas
-    policy: str = "plas"
-    #: cost-model preset of the simulated engine (``autellix.sim.cost_model.PRESETS``)
-    preset: str = "llama3.1-8b-a100"
-    #: wall seconds per engine second: 0.01 runs the simulated GPU 100x faster than real time
-    time_scale: float = 1.0
-    #: calls in one batch
-    max_running: int = 64
-    #: calls waiting for the engine; one more is refused with 429
-    max_queued: int = 1024
-    #: tokens generated when a request gives no max_tokens
-    default_max_tokens: int = 16
-    #: wall seconds an idle program stays in the process table
-    program_ttl: float = 600.0
-    #: largest request body accepted, bytes (413 beyond)
-    max_body_bytes: int = 1 << 20
-    #: API keys accepted as ``Authorization: Bearer <key>`` on every ``/v1/*`` route; empty (the
-    #: default) turns authentication off. ``/health`` and ``/metrics`` stay open.
-    api_keys: tuple[str, ...] = ()
-    #: requests in flight per API key (``None``: no limit); one more is refused with 429
-    max_concurrent_per_key: int | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    #: the engine: ``sim`` (the simulated engine), ``openai`` (forward to ``upstreams``) or ``vllm``
-    #: (start ``vllm serve`` children with the autellix plug-in as ``vllm`` says, and forward to them)
-    engine: str = "sim"
-    #: base URLs of the OpenAI-compatible servers behind the ``openai`` engine (``http://host:port``,
-    #: with or without ``/v1``); requests are forwarded with the client's ``model``
-    upstreams: tuple[str, ...] = ()
-    #: calls in flight per upstream (or vLLM server); the rest wait in autellix's queue. ``None``:
-    #: :data:`UPSTREAM_MAX_INFLIGHT` for the ``openai`` engine, :data:`VLLM_MAX_INFLIGHT` for the
-    #: ``vllm`` engine, whose servers order what waits in them by the same policy, knowing their KV
-    max_inflight: int | None = None
-    #: how the ``openai`` engine picks an upstream: program-aware, least-loaded or round-robin
-    balancer: str = "program-aware"
-    #: send the call's queue level as vLLM's ``priority`` body field (lower = more urgent); off by
-    #: default since other servers may reject unknown fields
-    upstream_priority: bool = False
-    #: send the call's program and thread ids as vLLM's ``vllm_xargs`` (``program_id``,
-    #: ``thread_id``), which the autellix vLLM plug-in reads; off by default, like the priority
-    upstream_identity: bool = False
-    #: model path or name the ``vllm`` engine serves (``vllm serve MODEL``; required with it)
-    vllm_model: str | None = None
-    #: extra ``vllm serve`` arguments, e.g. ``("--max-num-seqs", "128")``
-    vllm_args: tuple[str, ...] = ()
-    #: vLLM servers the ``vllm`` engine starts; calls are balanced over them
-    vllm_replicas: int = 1
-    #: GPUs per vLLM server (consecutive groups of CUDA_VISIBLE_DEVICES when replicas > 1)
-    vllm_gpus_per_replica: int = 1
-    #: seconds a vLLM server may take to load its model and answer ``/health``
-    vllm_startup_timeout: float = 900.0
+    model: str = option("autellix-sim", "the one model name served (/v1/models); others get 404")
+    policy: str = option(_CORE.policy, "scheduling policy of the core: fcfs, mlfq, plas or atlas")
+    preset: str = option(
+        "llama3.1-8b-a100", "hardware + model preset of the simulated engine (autellix.sim.cost_model)"
+    )
+    time_scale: float = option(
+        1.0, "wall seconds per simulated engine second; 0.1 runs the simulated GPU 10x faster"
+    )
+    max_running: int = option(64, "calls per batch of the simulated engine")
+    max_queued: int = option(1024, "calls waiting for the engine before new ones get 429")
+    default_max_tokens: int = option(16, "tokens generated when a request sets no max_tokens")
+    program_ttl: float = option(_CORE.program_ttl, "wall seconds an idle program stays in the process table")
+    max_body_bytes: int = option(1 << 20, "largest request body accepted, bytes (413 beyond)")
+    api_keys: tuple[str, ...] = option(
+        (),
+        "API keys accepted as 'Authorization: Bearer KEY' on /v1/*; none turns authentication off "
+        "(/health and /metrics stay open)",
+    )
+    max_concurrent_per_key: int | None = option(
+        None, "completion requests in flight per API key before 429 (server-wide without keys)"
+    )
+    host: str = option("127.0.0.1", "address to bind")
+    port: int = option(8000, "port to bind")
+    engine: str = option(
+        "sim",
+        "sim: the simulated engine; openai: forward calls to upstream servers; vllm: start vLLM "
+        "servers with the autellix scheduler plug-in and forward calls to them",
+    )
+    upstreams: tuple[str, ...] = option(
+        (),
+        "base URLs of the OpenAI-compatible servers (vLLM, SGLang, llama.cpp, autellix) behind the "
+        "openai engine, with or without /v1",
+    )
+    max_inflight: int | None = option(
+        None,
+        f"calls in flight per upstream or vLLM server; the rest wait in autellix's queue (default: "
+        f"{UPSTREAM_MAX_INFLIGHT}; {VLLM_MAX_INFLIGHT} with the vllm engine, whose plug-in orders them)",
+    )
+    balancer: str = option("program-aware", "how calls are spread over upstreams")
+    upstream_priority: bool = option(
+        False,
+        "send each call's queue level as vLLM's 'priority' field (only for upstreams that accept it)",
+    )
+    upstream_identity: bool = option(
+        False,
+        "send each call's program and thread ids as vLLM's 'vllm_xargs', for vLLM upstreams "
+        "running the autellix scheduler plug-in",
+    )
+    vllm_model: str | None = option(None, "model path or name for `vllm serve` (the vllm engine)")
+    vllm_args: tuple[str, ...] = option((), "extra `vllm serve` arguments")
+    vllm_replicas: int = option(1, "vLLM servers to start, balanced by the balancer")
+    vllm_gpus_per_replica: int = option(
+        1, "GPUs per vLLM server, given as consecutive CUDA_VISIBLE_DEVICES groups"
+    )
+    vllm_startup_timeout: float = option(900.0, "seconds a vLLM server may take to load its model")
 
     def __post_init__(self) -> None:
-        if self.policy not in SchedulerConfig.policies():
-            raise ValueError(
-                f"unknown policy {self.policy!r}; choose from {', '.join(SchedulerConfig.policies())}"
-            )
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
-        if not (self.time_scale > 0 and self.program_ttl > 0):
-            raise ValueError("time_scale and program_ttl must be > 0")
-        if min(self.max_running, self.default_max_tokens, self.max_body_bytes) < 1 or self.max_queued < 0:
-            raise ValueError("max_running, default_max_tokens, max_body_bytes must be >= 1, max_queued >= 0")
-        if not self.model:
-            raise ValueError("model must not be empty")
-        if any(not key or key != key.strip() or "," in key for key in self.api_keys):
-            raise ValueError("API keys must be non-empty, without commas or surrounding whitespace")
-        if self.max_concurrent_per_key is not None and self.max_concurrent_per_key < 1:
-            raise ValueError("max_concurrent_per_key must be >= 1")
-        if self.engine not in ENGINES:
-            raise ValueError(f"unknown engine {self.engine!r}; choose from {', '.join(ENGINES)}")
-        if self.engine == "openai" and not self.upstreams:
-            raise ValueError("the openai engine needs at least one upstream URL")
-        if self.engine != "openai" and self.upstreams:
-            raise ValueError("upstream URLs are for the openai engine only")
-        if any(not url.startswith(("http://", "https://")) for url in self.upstreams):
-            raise ValueError("upstream URLs must start with http:// or https://")
-        if (self.engine == "vllm") != bool(self.vllm_model):
-            raise ValueError("the vllm engine needs a vLLM model (and only it takes one)")
-        if self.vllm_replicas < 1 or self.vllm_gpus_per_replica < 1 or not self.vllm_startup_timeout > 0:
-            raise ValueError("vLLM replicas, GPUs per replica and startup timeout must be >= 1, >= 1, > 0")
-        if self.max_inflight is not None and self.max_inflight < 1:
-            raise ValueError("max_inflight must be >= 1")
-        if self.balancer not in BALANCERS:
-            raise ValueError(f"unknown balancer {self.balancer!r}; choose from {', '.join(BALANCERS)}")
+        for problem in self._problems():
+            raise ConfigError(problem)
+
+    def _problems(self) -> list[str]:
+        checks = [
+            (
+                self.policy in SchedulerConfig.policies(),
+                f"unknown policy {self.policy!r}; choose from {', '.join(SchedulerConfig.policies())}",
+            ),
+            (self.preset in PRESETS, f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}"),
+            (self.time_scale > 0 and self.program_ttl > 0, "time_scale and program_ttl must be > 0"),
+            (
+                min(self.max_running, self.default_max_tokens, self.max_body_bytes) >= 1
+                and self.max_queued >= 0,
+                "max_running, default_max_tokens, max_body_bytes must be >= 1, max_queued >= 0",
+            ),
+            (bool(self.model), "model must not be empty"),
+            (
+                all(key and key == key.strip() and "," not in key for key in self.api_keys),
+                "API keys must be non-empty, without commas or surrounding whitespace",
+            ),
+            (
+                self.max_concurrent_per_key is None or self.max_concurrent_per_key >= 1,
+                "max_concurrent_per_key must be >= 1",
+            ),
+            (self.engine in ENGINES, f"unknown engine {self.engine!r}; choose from {', '.join(ENGINES)}"),
+            (
+                self.engine != "openai" or bool(self.upstreams),
+                "the openai engine needs at least one upstream URL",
+            ),
+            (self.engine == "openai" or not self.upstreams, "upstream URLs are for the openai engine only"),
+            (
+                all(url.startswith(("http://", "https://")) for url in self.upstreams),
+                "upstream URLs must start with http:// or https://",
+            ),
+            (
+                (self.engine == "vllm") == bool(self.vllm_model),
+                "the vllm engine needs a vLLM model (and only it takes one)",
+            ),
+            (
+                self.vllm_replicas >= 1 and self.vllm_gpus_per_replica >= 1 and self.vllm_startup_timeout > 0,
+                "vLLM replicas, GPUs per replica and startup timeout must be >= 1, >= 1, > 0",
+            ),
+            (self.max_inflight is None or self.max_inflight >= 1, "max_inflight must be >= 1"),
+            (
+                self.balancer in BALANCERS,
+                f"unknown balancer {self.balancer!r}; choose from {', '.join(BALANCERS)}",
+            ),
+        ]
+        return [message for ok, message in checks if not ok]
 
     @property
     def inflight_limit(self) -> int:
@@ -115,17 +142,6 @@ class ServerConfig:
             return self.max_inflight
         return VLLM_MAX_INFLIGHT if self.engine == "vllm" else UPSTREAM_MAX_INFLIGHT
 
-    def vllm_launch(self) -> VllmLaunch:
-        """How the ``vllm`` engine starts its vLLM servers (with this config's policy, TTL, name)."""
-        if not self.vllm_model:
-            raise ValueError("the vllm engine needs a vLLM model")
-        return VllmLaunch(
-            model=self.vllm_model,
-            served_name=self.model,
-            policy=self.policy,
-            program_ttl=self.program_ttl,
-            args=self.vllm_args,
-            replicas=self.vllm_replicas,
-            gpus_per_replica=self.vllm_gpus_per_replica,
-            startup_timeout=self.vllm_startup_timeout,
-        )
+    def scheduler_config(self) -> SchedulerConfig:
+        """The core's config: :attr:`policy` and :attr:`program_ttl`, the rest the core's defaults."""
+        return SchedulerConfig(self.policy, program_ttl=self.program_ttl)

@@ -39,7 +39,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from autellix._core import ProgramInfo
-from autellix.server.engine import CallHandle, Engine
+from autellix.server.engines.base import CallHandle, Engine
 
 #: TTFT and call latency buckets, seconds: 5 ms to 5 min
 _BUCKETS = (

@@ -18,7 +18,7 @@ import heapq
 import time
 from collections.abc import Sequence
 
-from autellix._core import Scheduler
+from autellix._core import Scheduler, SchedulerConfig
 from autellix.balancer import make_balancer
 from autellix.sim import cost_model
 from autellix.sim.config import WORKLOADS, SimConfig
@@ -64,6 +64,7 @@ class Cluster:
         config: SimConfig,
         programs: Sequence[ProgramSpec],
         preset: cost_model.EnginePreset | None = None,
+        scheduler: SchedulerConfig | None = None,
     ) -> None:
         self.config = config
         if preset is None:
@@ -73,7 +74,7 @@ class Cluster:
                 else cost_model.preset(config.preset)
             )
         self.preset = preset
-        self.core = Scheduler(config.scheduler_config())
+        self.core = Scheduler(scheduler or config.scheduler_config())
         self.engines = [
             Engine(
                 i,
@@ -200,13 +201,15 @@ def simulate(
     programs: Sequence[ProgramSpec] | None = None,
     *,
     preset: cost_model.EnginePreset | None = None,
+    scheduler: SchedulerConfig | None = None,
 ) -> SimResult:
     """Run one simulation. ``programs`` overrides the config's workload (``config.programs`` and
-    ``config.rate`` are then ignored), ``preset`` the config's named engine preset."""
+    ``config.rate`` are then ignored), ``preset`` the config's named engine preset, ``scheduler``
+    the core's config (e.g. the vLLM plug-in's, to simulate what it runs)."""
     started = time.perf_counter()
     if programs is None:
         programs = load_programs(config)
-    cluster = Cluster(config, programs, preset)
+    cluster = Cluster(config, programs, preset, scheduler)
     horizon = config.horizon if config.horizon is not None else default_horizon(programs, cluster.preset)
     cluster.run(horizon)
     return _summarise(config, cluster, time.perf_counter() - started)

@@ -6,16 +6,22 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from autellix._core import SchedulerConfig
+from autellix.balancer import BALANCERS
 from autellix.exceptions import AutellixError, ConfigError
+from autellix.options import option
+from autellix.sim.workload import WORKLOADS
 
 #: ``vllm`` is the paper's "vLLM" baseline: FCFS on an engine configured like vLLM 0.6.1 (no prefix
-#: caching, one scheduler call per iteration). The others run on the same engine as each other.
-SCHEDULERS = ("vllm", "fcfs", "mlfq", "plas", "atlas")
+#: caching, one scheduler call per iteration). The others are the core's policies, run on the
+#: same engine as each other.
+SCHEDULERS = ("vllm", *SchedulerConfig.policies())
 #: Engine settings that ``vllm`` overrides.
 VLLM_061_ENGINE = {"prefix_caching": False, "steps_per_schedule": 1}
-BALANCERS = ("round-robin", "least-loaded", "program-aware")
 SWAP_MODES = ("bulk", "per-block", "recompute")
-WORKLOADS = ("sharegpt", "bfcl", "lats", "mixed")
+#: The core's defaults (starvation beta), shared by every surface.
+_CORE = SchedulerConfig()
+
+__all__ = ["BALANCERS", "SCHEDULERS", "SWAP_MODES", "VLLM_061_ENGINE", "WORKLOADS", "SimConfig"]
 
 
 @dataclass(frozen=True)
@@ -27,42 +33,48 @@ class SimConfig:
     ``rate`` = 0 keeps the trace's own arrival times.
     """
 
-    workload: str = "sharegpt"
-    #: Program arrivals per second (Poisson).
-    rate: float = 1.0
-    programs: int = 1000
-    seed: int = 0
-    scheduler: str = "plas"
-    balancer: str = "program-aware"
-    engines: int = 1
-    #: Hardware + model preset of every engine (``autellix.sim.cost_model.PRESETS``).
-    preset: str = "llama3.1-8b-a100"
-    #: JSON of ``benches/bench_swap.py`` measured on the preset's GPU: swap times from those
-    #: figures (:func:`autellix.sim.cost_model.measured_preset`); ``None``: datasheet figures.
-    swap_results: str | None = None
-    #: How preempted KV leaves the GPU: one bulk copy, vLLM 0.6's per-block copies, or dropped
-    #: and recomputed on resume.
-    swap: str = "bulk"
-    #: Most calls in one engine's batch (vLLM's ``max_num_seqs``).
-    max_batch: int = 256
-    #: Decode iterations an engine runs between scheduler calls (vLLM multi-step scheduling).
-    steps_per_schedule: int = 4
-    #: Keep finished calls' KV as an evictable prefix cache (vLLM ``enable_prefix_caching``).
-    prefix_caching: bool = True
-    #: First MLFQ boundary in seconds of attained service; the K = 7 queues' boundaries double
-    #: from it (q, 2q, ... 32q) and each queue's quantum is its width (q for Q1), as in FastServe.
-    #: A simulated call runs for seconds (a 277-token ShareGPT reply at a full batch: ~15 s), not
-    #: the core's default tens of milliseconds; 32 s is about two such calls. Smaller values
-    #: demote calls mid-reply and preempt them back and forth (see benches/RESULTS.md).
-    #: ``None``: the core's default ladder (quanta from 25 ms), which ``autellix serve`` and the
-    #: vLLM plug-in use; the comparisons against them simulate that.
-    quantum: float | None = 32.0
-    #: Anti-starvation ratio (paper §5); ``None`` turns promotion off.
-    starvation_beta: float | None = 8.0
-    #: Stop the run at this simulated time (seconds); ``None`` = the last arrival plus 10 x the
-    #: slowest program's unloaded duration (``cluster.default_horizon``). Programs still running
-    #: then count as not completed: the load was more than the cluster sustains.
-    horizon: float | None = None
+    workload: str = option("sharegpt", "one of the workloads, or the path of a JSONL trace")
+    rate: float = option(1.0, "program arrivals per second (Poisson)")
+    programs: int = option(1000, "programs per run")
+    seed: int = option(0, "workload seed")
+    scheduler: str = option("plas", "vllm (FCFS on a vLLM 0.6.1-like engine) or a core policy")
+    balancer: str = option("program-aware", "how calls are spread over the engines")
+    engines: int = option(1, "engines in the cluster")
+    preset: str = option("llama3.1-8b-a100", "hardware + model preset of every engine")
+    swap_results: str | None = option(
+        None,
+        "JSON of benches/bench_swap.py measured on the preset's GPU: swap times from those figures "
+        "(default: datasheet figures)",
+    )
+    swap: str = option(
+        "bulk",
+        "how preempted KV leaves the GPU: one bulk copy, vLLM 0.6's per-block copies, or dropped "
+        "and recomputed on resume",
+    )
+    max_batch: int = option(256, "most calls in one engine's batch (vLLM's max_num_seqs)")
+    steps_per_schedule: int = option(
+        4, "decode iterations an engine runs between scheduler calls (vLLM multi-step scheduling)"
+    )
+    prefix_caching: bool = option(
+        True, "keep finished calls' KV as an evictable prefix cache (vLLM enable_prefix_caching)"
+    )
+    # A simulated call runs for seconds (a 277-token ShareGPT reply at a full batch: ~15 s), not
+    # the core's default tens of milliseconds; 32 s is about two such calls. Smaller values demote
+    # calls mid-reply and preempt them back and forth (see benches/RESULTS.md). ``None`` simulates
+    # the core's default ladder, which ``autellix serve`` and the vLLM plug-in use.
+    quantum: float | None = option(
+        32.0,
+        "first MLFQ boundary / quantum in seconds of service; the 7 queues double from it "
+        "(SchedulerConfig.ladder(q)); None: the core's default ladder",
+    )
+    starvation_beta: float | None = option(
+        _CORE.starvation_beta, "anti-starvation ratio beta (paper section 5); None turns promotion off"
+    )
+    horizon: float | None = option(
+        None,
+        "stop the run at this simulated time, seconds (default: the last arrival plus 10x the slowest "
+        "program's unloaded duration); programs still running then count as not completed",
+    )
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -85,12 +97,10 @@ class SimConfig:
     def scheduler_config(self) -> SchedulerConfig:
         """The scheduling core's configuration for this run."""
         policy = "fcfs" if self.scheduler == "vllm" else self.scheduler
-        if self.quantum is None:
-            return SchedulerConfig(policy, starvation_beta=self.starvation_beta)
-        levels = 7
-        boundaries = [self.quantum * 2**i for i in range(levels - 1)]
-        quanta = [self.quantum, *boundaries]
         try:
+            if self.quantum is None:
+                return SchedulerConfig(policy, starvation_beta=self.starvation_beta)
+            boundaries, quanta = SchedulerConfig.ladder(self.quantum)
             return SchedulerConfig(
                 policy, boundaries=boundaries, quanta=quanta, starvation_beta=self.starvation_beta
             )

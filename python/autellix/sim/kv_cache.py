@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 
-from autellix.exceptions import InternalError
+from autellix.exceptions import ConfigError, InternalError
 
 
 class KVCacheOverflow(InternalError):
@@ -46,7 +46,7 @@ class KVCache:
 
     def __init__(self, capacity: int, block_size: int = 16) -> None:
         if capacity < 1 or block_size < 1:
-            raise ValueError("capacity and block_size must be >= 1")
+            raise ConfigError("capacity and block_size must be >= 1")
         self.capacity = capacity
         self.block_size = block_size
         self.used = 0

@@ -32,13 +32,13 @@ import numpy as np
 from autellix.exceptions import ConfigError, TraceError
 from autellix.sim import workload
 from autellix.sim.spec import CallSpec, ProgramSpec
+from autellix.tokens import estimate_tokens
 
 __all__ = [
     "DEFAULT_WORKLOAD",
     "SHAREGPT_MAX_CALLS",
     "TRACE_FORMAT",
     "TRACE_VERSION",
-    "estimate_tokens",
     "import_sharegpt",
     "load_trace",
     "save_trace",
@@ -323,17 +323,6 @@ def _call(raw: Any, index: int, earlier: list[CallSpec], last_of_thread: dict[in
 # ---------------------------------------------------------------------------------------------------
 # ShareGPT import
 # ---------------------------------------------------------------------------------------------------
-
-
-def estimate_tokens(text: str) -> int:
-    """LLaMA-3 token count of ``text`` estimated without a tokenizer.
-
-    ``ASCII characters / 4.5 + 0.8 x other characters``, rounded. On the bundled ShareGPT
-    dump, against the LLaMA-3 tokenizer, it is +1% on the total and, per turn of 20+ tokens,
-    +4% median, 13% mean absolute error, -16%..+23% for 80% of turns (``docs/trace-format.md``).
-    """
-    non_ascii = len(text) - len(text.encode("ascii", "ignore"))
-    return int((len(text) - non_ascii) / 4.5 + 0.8 * non_ascii + 0.5)
 
 
 def import_sharegpt(

@@ -1,0 +1,116 @@
+"""``autellix bench``: sweeps of the cluster simulator in the shape of the paper's experiments.
+
+Three experiments (paper §7-§10):
+
+``schedulers``
+    One engine; every workload x scheduler x arrival rate (the paper's "program latency per
+    token vs arrival rate" figures).
+``balancers``
+    ``engines`` engines; workloads x load balancers x rates, each workload served by
+    autellix's scheduler for it (:data:`AUTELLIX_POLICY`); default rates are per engine and
+    scaled by the number of engines.
+``swap``
+    One engine in a preemption-heavy setting (high rates); how preempted KV leaves the GPU:
+    vLLM's per-block copies, autellix's bulk copy, or recompute.
+
+A run is one :class:`~autellix.sim.config.SimConfig`; the sweep runs them in a process pool
+(:func:`run_configs`), and every :meth:`~autellix.sim.metrics.SimResult.row` lands in
+``results.csv`` / ``results.json``, tagged with its experiment. :func:`summarize` derives the
+paper's headline numbers from those rows alone (see its docstring for the rules).
+
+One concern per module:
+
+- :mod:`~autellix.bench.plan`: the experiments, sweeps (:data:`QUICK`, :data:`FULL`), defaults,
+  :class:`BenchOptions` and :func:`plan`;
+- :mod:`~autellix.bench.runner`: simulating the planned configs (process pool, progress);
+- :mod:`~autellix.bench.results`: rows, their order and the ``results.*`` files;
+- :mod:`~autellix.bench.summary`: the headline numbers (ratios, throughput at a latency target);
+- :mod:`~autellix.bench.tables`: the rich tables printed;
+- :mod:`~autellix.bench.run`: :func:`run_bench`, which ties them together.
+"""
+
+from autellix.bench.plan import (
+    AUTELLIX_BALANCER,
+    AUTELLIX_POLICY,
+    AUTELLIX_SCHEDULERS,
+    BASELINE_BALANCERS,
+    BASELINE_SCHEDULERS,
+    DEFAULT_ENGINES,
+    DEFAULT_WORKLOADS,
+    EXPERIMENTS,
+    FULL,
+    QUICK,
+    SWAP_EXPERIMENT_MODES,
+    SWAP_SCHEDULERS,
+    SWEEPS,
+    BenchOptions,
+    Run,
+    Sweep,
+    autellix_policy,
+    plan,
+)
+from autellix.bench.results import (
+    WALL_FIELDS,
+    collect_rows,
+    read_rows,
+    result_row,
+    row_sort_key,
+    write_json,
+    write_results,
+)
+from autellix.bench.run import BenchOutcome, run_bench
+from autellix.bench.runner import default_jobs, run_configs, run_one
+from autellix.bench.summary import (
+    LATENCY_TARGET_FACTOR,
+    compare,
+    latency_target_for,
+    summarize,
+    summarize_balancers,
+    summarize_schedulers,
+    summarize_swap,
+    throughput_at_target,
+)
+from autellix.bench.tables import results_table, summary_tables
+
+__all__ = [
+    "AUTELLIX_BALANCER",
+    "AUTELLIX_POLICY",
+    "AUTELLIX_SCHEDULERS",
+    "BASELINE_BALANCERS",
+    "BASELINE_SCHEDULERS",
+    "DEFAULT_ENGINES",
+    "DEFAULT_WORKLOADS",
+    "EXPERIMENTS",
+    "FULL",
+    "LATENCY_TARGET_FACTOR",
+    "QUICK",
+    "SWAP_EXPERIMENT_MODES",
+    "SWAP_SCHEDULERS",
+    "SWEEPS",
+    "WALL_FIELDS",
+    "BenchOptions",
+    "BenchOutcome",
+    "Run",
+    "Sweep",
+    "autellix_policy",
+    "collect_rows",
+    "compare",
+    "default_jobs",
+    "latency_target_for",
+    "plan",
+    "read_rows",
+    "result_row",
+    "results_table",
+    "row_sort_key",
+    "run_bench",
+    "run_configs",
+    "run_one",
+    "summarize",
+    "summarize_balancers",
+    "summarize_schedulers",
+    "summarize_swap",
+    "summary_tables",
+    "throughput_at_target",
+    "write_json",
+    "write_results",
+]

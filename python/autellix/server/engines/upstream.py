@@ -1,0 +1,353 @@
+""":class:`UpstreamEngine`: autellix in front of one or more OpenAI-compatible servers.
+
+autellix holds the queue. Every call is submitted to the real core (``autellix._core.Scheduler``)
+with the engine id of the upstream the balancer chose for it (:func:`autellix.balancer.make_balancer`,
+fed each upstream's live call count and the call's estimated prompt tokens). Whenever a call is
+submitted or ends, the engine steps the core for that upstream
+(``scheduler.step(upstream, now, max_inflight, kv_tokens=large, finished=..., progress=...)``) and
+forwards the calls it admits, in the decision's order, while fewer than ``max_inflight`` are in
+flight there. A forwarded call is a streaming (``stream: true``) request to the upstream's
+``/v1/chat/completions`` or ``/v1/completions`` (with the client's body, less the autellix fields);
+its token deltas are relayed into the call's :class:`CallHandle`. With ``upstream_priority`` the
+call's queue level (``scheduler.call(id).level``, 0 = most urgent) goes along as vLLM's
+``priority`` body field; with ``upstream_identity`` the program and thread ids go along as vLLM's
+``vllm_xargs`` (``program_id``, ``thread_id``), which the autellix vLLM plug-in schedules by.
+Parent ids are not forwarded: they name autellix's calls, not the upstream's requests.
+
+An upstream call cannot be paused, so **nothing in flight is preempted**: a call the core lists in
+``preempted`` keeps running upstream and keeps its slot (the core may re-admit it later, which
+changes nothing). A call the core admits while every slot of its upstream is taken by such calls
+is handed back to the core's queue (``scheduler.preempt``) and admitted again when a slot frees.
+A call that completes upstream while the core holds it as preempted is removed with
+``scheduler.abort`` (its service stays counted, but not as a finished call).
+
+Upstream failures (connection refused, a non-2xx status, a broken stream) end the call with
+finish reason ``"error"`` and :attr:`CallHandle.error` set; the server answers 502 or sends an
+error event. Cancelling a call cancels its forwarding task, which closes the upstream stream.
+
+The core's clock is wall seconds since :meth:`UpstreamEngine.start` (``time.perf_counter``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+
+from autellix._core import CallState, Scheduler, SchedulerConfig
+from autellix.balancer import make_balancer
+from autellix.exceptions import AutellixError, ConfigError, InvalidCallError, ProgramNotFoundError
+from autellix.identity import FIELDS, to_xargs
+from autellix.server.engines.base import CallHandle, Engine, EngineStats
+from autellix.server.protocol import ChatCompletionRequest, CompletionRequest
+
+#: KV capacity given to the core: the upstream manages its own memory.
+_KV_TOKENS = 1 << 40
+
+
+class UpstreamEngine(Engine):
+    """Calls queued and ordered by the core, forwarded to OpenAI-compatible upstream servers."""
+
+    def __init__(
+        self,
+        upstreams: Sequence[str],
+        scheduler: SchedulerConfig | None = None,
+        *,
+        max_inflight: int = 64,
+        max_queued: int = 1024,
+        balancer: str = "program-aware",
+        forward_priority: bool = False,
+        forward_identity: bool = False,
+        api_key: str | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not upstreams:
+            raise ConfigError("the openai engine needs at least one upstream URL")
+        if max_inflight < 1 or max_queued < 0:
+            raise ConfigError("max_inflight must be >= 1 and max_queued >= 0")
+        self.upstreams = [_base(url) for url in upstreams]
+        self.max_inflight = max_inflight
+        self.max_queued = max_queued
+        self.forward_priority = forward_priority
+        self.forward_identity = forward_identity
+        self._balancer = make_balancer(balancer)
+        self._scheduler = Scheduler(scheduler or SchedulerConfig())
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._connect_timeout = connect_timeout
+        self._client: aiohttp.ClientSession | None = None
+        self._calls: dict[int, CallHandle] = {}
+        self._engine_of: dict[int, int] = {}
+        self._bodies: dict[int, tuple[str, dict[str, Any]]] = {}
+        #: forwarding tasks of the calls in flight, per upstream
+        self._inflight: list[dict[int, asyncio.Task[None]]] = [{} for _ in self.upstreams]
+        #: live calls (queued or in flight) per upstream: the balancer's load
+        self._live: list[int] = [0] * len(self.upstreams)
+        self._finished: list[list[int]] = [[] for _ in self.upstreams]
+        self._progress: list[dict[int, int]] = [{} for _ in self.upstreams]
+        self._ids = itertools.count(1)
+        self._t0 = 0.0
+        self._last_gc = 0.0
+        #: calls the core preempted (they kept running upstream) or handed back for want of a slot
+        self.preemptions = 0
+
+    @property
+    def inflight(self) -> int:
+        return sum(len(tasks) for tasks in self._inflight)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._calls) - self.inflight
+
+    def _now(self) -> float:
+        return time.perf_counter() - self._t0
+
+    async def start(self) -> None:
+        if self._client is None:
+            self._t0 = time.perf_counter()
+            slots = self.max_inflight * len(self.upstreams)
+            # aiohttp rather than httpx: its C HTTP parser costs a fraction of httpx's CPU per
+            # forwarded call, which is most of what autellix adds in front of an upstream.
+            self._client = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+                connector=aiohttp.TCPConnector(limit=slots, limit_per_host=0),
+                headers=self._headers,
+                read_bufsize=1 << 20,  # the longest SSE line accepted
+            )
+
+    async def stop(self) -> None:
+        tasks = [task for per in self._inflight for task in per.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for per in self._inflight:
+            per.clear()
+        for handle in list(self._calls.values()):
+            handle._end("abort")
+        self._calls.clear()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        program: int,
+        prompt_tokens: int,
+        max_tokens: int,
+        *,
+        thread: int = 0,
+        parents: Sequence[int] = (),
+        limit_reason: str = "length",
+        body: ChatCompletionRequest | CompletionRequest | None = None,
+    ) -> CallHandle:
+        if body is None:
+            raise InvalidCallError("the openai engine forwards request bodies; none was given")
+        self._check_room()
+        upstream = self._balancer.choose(program, prompt_tokens, self._live)
+        handle = self._enter(
+            program,
+            prompt_tokens,
+            max_tokens,
+            thread=thread,
+            parents=parents,
+            limit_reason=limit_reason,
+            engine=upstream,
+        )
+        call = handle.id
+        self._engine_of[call] = upstream
+        self._bodies[call] = _forwarded(body, self.forward_identity)
+        self._live[upstream] += 1
+        self._pump(upstream)
+        return handle
+
+    def cancel(self, call: CallHandle) -> None:
+        if call.id not in self._calls:
+            return
+        upstream = self._engine_of[call.id]
+        self._drop(call.id, "abort")
+        with contextlib.suppress(AutellixError):
+            self._scheduler.abort(call.id, self._now())
+        self._pump(upstream)
+
+    def end_program(self, program: int) -> list[int]:
+        try:
+            aborted = self._scheduler.end_program(program, self._now())
+        except AutellixError as exc:
+            raise ProgramNotFoundError(str(exc)) from None
+        self._balancer.forget(program)
+        touched = {self._engine_of[cid] for cid in aborted if cid in self._engine_of}
+        for cid in aborted:
+            if cid in self._calls:
+                self._drop(cid, "abort")
+        for upstream in sorted(touched):
+            self._pump(upstream)
+        return aborted
+
+    def stats(self) -> EngineStats:
+        depths: list[int] = []
+        for upstream in range(len(self.upstreams)):
+            for level, depth in enumerate(self._scheduler.queue_depths(upstream)):
+                if level < len(depths):
+                    depths[level] += depth
+                else:
+                    depths.append(depth)
+        return EngineStats(
+            queue_depths=depths,
+            running=self.inflight,
+            waiting=self.waiting,
+            load=self.inflight / (self.max_inflight * len(self.upstreams)),
+            preemptions=self.preemptions,
+            live_programs=self._scheduler.num_programs,
+        )
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def _drop(self, call: int, reason: str, error: str | None = None) -> None:
+        """Forget ``call`` locally (not in the core) and end its handle."""
+        handle = self._calls.pop(call)
+        upstream = self._engine_of.pop(call)
+        self._bodies.pop(call, None)
+        self._live[upstream] -= 1
+        self._progress[upstream].pop(call, None)
+        task = self._inflight[upstream].pop(call, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()  # closes the upstream stream
+        if error is not None:
+            handle.error = error
+        handle._end(reason)
+
+    def _running_in_core(self, call: int) -> bool:
+        try:
+            return self._scheduler.call(call).state == CallState.RUNNING
+        except AutellixError:
+            return False
+
+    def _pump(self, upstream: int) -> None:
+        """Step the core for ``upstream`` and forward what it admits, while slots are free."""
+        now = self._now()
+        finished, self._finished[upstream] = self._finished[upstream], []
+        progress = [
+            (cid, tokens)
+            for cid, tokens in self._progress[upstream].items()
+            if tokens and self._running_in_core(cid)
+        ]
+        self._progress[upstream] = {}
+        decision = self._scheduler.step(
+            upstream, now, self.max_inflight, _KV_TOKENS, finished=finished, progress=progress
+        )
+        self._expired(decision.expired_programs)
+        # preempted calls keep running upstream (an upstream call cannot be paused)
+        self.preemptions += sum(cid in self._inflight[upstream] for cid in decision.preempted)
+        tasks = self._inflight[upstream]
+        for cid in decision.admitted:
+            if cid in tasks or cid not in self._calls:
+                continue  # re-admitted while still in flight
+            if len(tasks) >= self.max_inflight:
+                # every slot is held by calls the core preempted: back to the queue
+                with contextlib.suppress(AutellixError):
+                    self._scheduler.preempt(cid, now)
+                continue
+            level = self._scheduler.call(cid).level
+            tasks[cid] = asyncio.get_running_loop().create_task(
+                self._forward(upstream, self._calls[cid], level), name=f"autellix-upstream-{cid}"
+            )
+
+    def _completed(self, upstream: int, call: int, reason: str, error: str | None = None) -> None:
+        """The upstream call ended (on its own, not cancelled)."""
+        if call not in self._calls:
+            return
+        self._drop(call, reason, error)
+        if self._running_in_core(call):
+            self._finished[upstream].append(call)
+        else:  # the core had preempted it (or it already left the core)
+            with contextlib.suppress(AutellixError):
+                self._scheduler.abort(call, self._now())
+        self._pump(upstream)
+
+    async def _forward(self, upstream: int, handle: CallHandle, level: int) -> None:
+        base = self.upstreams[upstream]
+        path, body = self._bodies[handle.id]
+        body = dict(body, stream=True, stream_options={"include_usage": True})
+        if self.forward_priority:
+            body["priority"] = level
+        reason = "stop"
+        try:
+            assert self._client is not None, "the engine is not started"
+            async with self._client.post(base + path, json=body) as response:
+                if response.status >= 300:
+                    detail = (await response.read()).decode("utf-8", "replace")[:500]
+                    raise _UpstreamFailure(f"HTTP {response.status}: {detail}")
+                done = False
+                async for raw in response.content:
+                    # Read past [DONE] to the end of the body: a fully read response returns its
+                    # connection to the pool; leaving early would close it (a new TCP connect per call).
+                    if done or not raw.startswith(b"data:"):
+                        continue
+                    data = raw[5:].strip()
+                    if data == b"[DONE]":
+                        done = True
+                        continue
+                    reason = self._relay(upstream, handle, json.loads(data)) or reason
+        except asyncio.CancelledError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, _UpstreamFailure, ValueError) as exc:
+            message = f"upstream {base} failed: {type(exc).__name__}: {exc}"
+            self._completed(upstream, handle.id, "error", message)
+            return
+        self._completed(upstream, handle.id, reason)
+
+    def _relay(self, upstream: int, handle: CallHandle, chunk: dict[str, Any]) -> str | None:
+        """Deliver one streamed chunk's text; its finish reason, if any."""
+        if "error" in chunk:
+            raise _UpstreamFailure(json.dumps(chunk["error"])[:500])
+        reason = None
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta")
+            text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+            if text:
+                handle._deliver(text)
+                counts = self._progress[upstream]
+                counts[handle.id] = counts.get(handle.id, 0) + 1
+            reason = choice.get("finish_reason") or reason
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            handle.prompt_tokens = int(usage.get("prompt_tokens", handle.prompt_tokens))
+            handle.generated = int(usage.get("completion_tokens", handle.generated))
+        return reason
+
+    # -- programs ---------------------------------------------------------------------------
+
+    def _expired(self, programs: list[int]) -> None:
+        for program in programs:
+            self._balancer.forget(program)
+        super()._expired(programs)
+
+
+class _UpstreamFailure(Exception):
+    pass
+
+
+def _base(url: str) -> str:
+    """``http://host:port`` of an upstream given with or without a trailing ``/v1``."""
+    url = url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def _forwarded(body: ChatCompletionRequest | CompletionRequest, identity: bool) -> tuple[str, dict[str, Any]]:
+    """The upstream path and the body to send it: the client's, less the autellix fields (with
+    ``identity``, program and thread ids move into ``vllm_xargs``; parents name autellix's calls,
+    not the upstream's, and stay here)."""
+    path = "/v1/chat/completions" if isinstance(body, ChatCompletionRequest) else "/v1/completions"
+    data = body.model_dump(exclude_none=True, exclude=set(FIELDS))
+    ids = to_xargs(body.program_id, body.thread_id)
+    if identity and ids:
+        xargs = data.get("vllm_xargs")
+        data["vllm_xargs"] = {**(xargs if isinstance(xargs, dict) else {}), **ids}
+    return path, data

@@ -1,0 +1,92 @@
+"""The state behind the routes of ``autellix serve``: its config, engine, program names and
+metrics, and the life of a call from submission to its settlement."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+
+from autellix.exceptions import InvalidCallError, ProgramNotFoundError, QueueFullError
+from autellix.identity import PROGRAM_HEADER, ProgramRegistry
+from autellix.server.config import ServerConfig
+from autellix.server.engines import CallHandle, Engine, make_engine
+from autellix.server.errors import ApiError
+from autellix.server.identity import read_identity
+from autellix.server.metrics import Metrics
+from autellix.server.protocol import ChatCompletionRequest, CompletionRequest
+from autellix.tokens import estimate_tokens
+
+#: response header with the core's id of the call (what ``X-Autellix-Parent-Ids`` may name)
+CALL_HEADER = "X-Autellix-Call-Id"
+
+
+class Server:
+    """Config, engine, program registry and metrics of one app."""
+
+    def __init__(self, config: ServerConfig, engine: Engine | None = None) -> None:
+        self.config = config
+        self.engine: Engine = engine or make_engine(config)
+        self.programs = ProgramRegistry()
+        self.engine.on_programs_expired = self._expired
+        self.metrics = Metrics(self.engine)
+
+    def _expired(self, programs: list[int]) -> None:
+        for core in programs:
+            self.programs.forget(core)
+
+    def submit(
+        self, headers: Mapping[str, str], body: ChatCompletionRequest | CompletionRequest
+    ) -> tuple[CallHandle, bool]:
+        """The call, and whether its program is anonymous (ended with the call)."""
+        if body.model != self.config.model:
+            raise ApiError(
+                404,
+                f"the model {body.model!r} does not exist; this server serves {self.config.model!r}",
+                code="model_not_found",
+            )
+        who = read_identity(headers, body, self.programs)
+        # the identity as resolved (headers or body), for an engine that forwards it
+        body.program_id, body.thread_id = who.name, who.thread_name
+        requested = body.requested_tokens()
+        try:
+            handle = self.engine.submit(
+                who.program,
+                estimate_tokens(body.prompt_text()),
+                requested if requested is not None else self.config.default_max_tokens,
+                thread=who.thread,
+                parents=who.parents,
+                limit_reason="length" if requested is not None else "stop",
+                body=body,
+            )
+        except InvalidCallError as exc:
+            self._release(who.program, who.anonymous)
+            raise ApiError(400, str(exc), code="invalid_call") from None
+        except QueueFullError:
+            self._release(who.program, who.anonymous)
+            raise
+        return handle, who.anonymous
+
+    def call_headers(self, handle: CallHandle) -> dict[str, str]:
+        return {PROGRAM_HEADER: self.programs.name(handle.program), CALL_HEADER: str(handle.id)}
+
+    def end_program(self, program: int) -> list[int]:
+        """End ``program`` (ProgramNotFoundError if the engine has no such program); its service
+        and waiting time go to the metrics. The calls it aborted."""
+        self.programs.forget(program)
+        self.metrics.program_ended(self.engine.program(program))
+        return self.engine.end_program(program)
+
+    def _release(self, program: int, anonymous: bool) -> None:
+        if anonymous:
+            with contextlib.suppress(ProgramNotFoundError):
+                self.end_program(program)
+
+    def settle(self, handle: CallHandle, anonymous: bool) -> None:
+        """The response is over (sent, failed, or the client left): cancel what still runs."""
+        if handle.settled:
+            return
+        handle.settled = True
+        if not handle.done:
+            self.engine.cancel(handle)
+        self.metrics.call_ended(handle)
+        self._release(handle.program, anonymous)

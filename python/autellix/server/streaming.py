@@ -1,0 +1,104 @@
+"""Delivering a call's tokens to its client: the whole text (a plain response) or server-sent
+events, with the same settlement either way.
+
+A client that disconnects cancels its call, streaming or not: the call leaves the core at once
+and frees its slot. When an upstream fails, a plain response becomes a 502 and a stream already
+under way ends with an error event (the official client raises it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from autellix.server.engines import CallHandle
+from autellix.server.errors import error_response
+from autellix.server.protocol import ErrorInfo, ErrorResponse
+from autellix.server.state import Server
+
+
+async def _collect(server: Server, handle: CallHandle, anonymous: bool, request: Request) -> str | None:
+    """The call's whole text, or ``None`` when the client left first (the call is cancelled)."""
+    parts: list[str] = []
+
+    async def read() -> None:
+        while (token := await handle.tokens.get()) is not None:
+            parts.append(token)
+
+    async def disconnected() -> None:
+        # the body is read already: the next message is the disconnect (or, with uvicorn, also
+        # the end of the response, but by then the reader has won)
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    reader = asyncio.ensure_future(read())
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait((reader, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (reader, watcher):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(reader, watcher, return_exceptions=True)
+        server.settle(handle, anonymous)
+    if not reader.done() or reader.cancelled():
+        return None
+    reader.result()
+    return "".join(parts)
+
+
+async def whole_text(server: Server, handle: CallHandle, anonymous: bool, request: Request) -> str | Response:
+    """A non-streamed call's text, or the response that replaces it (client gone, upstream failed)."""
+    text = await _collect(server, handle, anonymous, request)
+    if text is None:
+        return Response(status_code=499)  # nobody reads it
+    if handle.error is not None:
+        return _upstream_error(handle)
+    return text
+
+
+async def events(
+    server: Server,
+    handle: CallHandle,
+    anonymous: bool,
+    *,
+    first: Any,
+    token: Any,
+    last: Any,
+    usage: Any,
+) -> AsyncIterator[str]:
+    """The SSE body of a streamed call: ``first`` (if not ``None``), ``token(text)`` per token, the
+    closing ``last()`` (built once the finish reason is known), ``usage()`` when not ``None``,
+    ``[DONE]``; an error event instead of the close when the upstream failed."""
+    try:
+        if first is not None:
+            yield _sse(first)
+        while (text := await handle.tokens.get()) is not None:
+            yield _sse(token(text))
+        if handle.error is not None:
+            yield _error_event(handle)
+            return
+        yield _sse(last())
+        if usage is not None:
+            yield _sse(usage())
+        yield "data: [DONE]\n\n"
+    finally:
+        server.settle(handle, anonymous)
+
+
+def _upstream_error(handle: CallHandle) -> JSONResponse:
+    return error_response(502, handle.error or "upstream failed", "upstream_error", "upstream_failed")
+
+
+def _error_event(handle: CallHandle) -> str:
+    info = ErrorInfo(message=handle.error or "upstream failed", type="upstream_error", code="upstream_failed")
+    return f"data: {ErrorResponse(error=info).model_dump_json(exclude_none=True)}\n\n"
+
+
+def _sse(model: Any) -> str:
+    return f"data: {model.model_dump_json(exclude_none=True)}\n\n"
