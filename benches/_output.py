@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+from autellix import bench
 
 
 def console() -> Console:
@@ -15,19 +15,9 @@ def console() -> Console:
     return Console(width=max(Console().width, 132))
 
 
-def finite(value: Any) -> Any:
-    """``value`` with every NaN / infinity replaced by ``None`` (strict JSON)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
 def write_json(path: str | Path, result: Any) -> None:
-    """``result`` as strict, indented JSON in ``path`` (NaN / infinity as null), folders created."""
+    """``result`` as strict, indented JSON in ``path`` (NaN / infinity as null), folders created:
+    :func:`autellix.bench.write_json`, the writer of ``autellix bench``'s files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(finite(result), indent=2, allow_nan=False) + "\n")
+    bench.write_json(path, result)

@@ -23,9 +23,11 @@ One concern per module:
 - :mod:`~autellix.bench.plan`: the experiments, sweeps (:data:`QUICK`, :data:`FULL`), defaults,
   :class:`BenchOptions` and :func:`plan`;
 - :mod:`~autellix.bench.runner`: simulating the planned configs (process pool, progress);
-- :mod:`~autellix.bench.results`: rows, their order and the ``results.*`` files;
+- :mod:`~autellix.bench.results`: rows, their order (:func:`rank`, by the registries) and the
+  ``results.*`` files;
 - :mod:`~autellix.bench.summary`: the headline numbers (ratios, throughput at a latency target);
-- :mod:`~autellix.bench.tables`: the rich tables printed;
+- :mod:`~autellix.bench.tables`: the rich tables printed; :mod:`~autellix.bench.plots`: the PNG
+  figures (matplotlib, imported only when they are drawn);
 - :mod:`~autellix.bench.run`: :func:`run_bench`, which ties them together.
 """
 

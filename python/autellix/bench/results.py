@@ -10,10 +10,37 @@ from pathlib import Path
 from typing import Any
 
 from autellix.bench.plan import EXPERIMENTS, Run
-from autellix.plots import rank
 from autellix.sim.config import BALANCERS, SCHEDULERS, SWAP_MODES, SimConfig
 from autellix.sim.metrics import SimResult
 from autellix.sim.workload import WORKLOADS
+
+#: The registry order of each named field of a row (panels, series and bars follow it).
+FIELD_NAMES: dict[str, tuple[str, ...]] = {
+    "workload": WORKLOADS,
+    "scheduler": SCHEDULERS,
+    "balancer": BALANCERS,
+    "swap": SWAP_MODES,
+}
+
+
+def num(value: Any) -> float:
+    """``value`` as a float; NaN when it is ``None`` or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def rank(names: Sequence[str], value: Any) -> tuple[int, str]:
+    """Sort key of a name: its position in ``names``; unknown names (trace paths) after, by text."""
+    text = "" if value is None else str(value)
+    return (names.index(text), "") if text in names else (len(names), text)
+
+
+def ordered(values: Iterable[Any], names: Sequence[str]) -> list[Any]:
+    """The distinct ``values`` in :func:`rank` order."""
+    return sorted(set(values), key=lambda v: rank(names, v))
+
 
 #: Fields of a row that depend on the wall clock, not on the simulation.
 WALL_FIELDS = ("wall_seconds",)

@@ -53,7 +53,7 @@ def run_bench(options: BenchOptions, console: Any | None = None) -> BenchOutcome
     }
     files.append(write_json(out / "summary.json", {"meta": meta, **summary}))
     if options.plots:
-        from autellix import plots
+        from autellix.bench import plots
 
         files += plots.plot_all(rows, summary, out)
 

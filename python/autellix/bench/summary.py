@@ -13,7 +13,7 @@ from autellix.bench.plan import (
     BASELINE_SCHEDULERS,
     autellix_policy,
 )
-from autellix.plots import num, ordered, rank
+from autellix.bench.results import num, ordered, rank
 from autellix.sim.config import BALANCERS, SCHEDULERS, SWAP_MODES
 from autellix.sim.workload import WORKLOADS
 

@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from autellix.bench.plan import autellix_policy
+from autellix.bench.results import num, ordered
 from autellix.bench.summary import group
-from autellix.plots import num, ordered
 from autellix.sim.config import BALANCERS, SCHEDULERS
 
 #: Columns of text (left-aligned); numbers are right-aligned.

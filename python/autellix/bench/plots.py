@@ -4,19 +4,17 @@ Every function takes the rows of :func:`autellix.bench.collect_rows` (or
 :func:`autellix.bench.read_rows`) and/or the output of :func:`autellix.bench.summarize`, writes
 PNG files into a directory and returns their paths. matplotlib is imported inside the functions,
 so importing this module (or the CLI) stays cheap.
-
-:func:`num`, :func:`rank` and :func:`ordered` read values of result rows; they live here, the lower
-layer, so that :mod:`autellix.bench` (above) shares them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autellix.sim.config import BALANCERS, SCHEDULERS, SWAP_MODES
+from autellix.bench.results import FIELD_NAMES, num, ordered, rank
+from autellix.sim.config import SCHEDULERS, SWAP_MODES
 from autellix.sim.workload import WORKLOADS
 
 if TYPE_CHECKING:
@@ -64,32 +62,6 @@ LABELS: dict[str, str] = {
     "bulk": "bulk (autellix)",
 }
 _METRIC_LABEL = {"mean": "mean", "p50": "P50", "p95": "P95", "p99": "P99"}
-#: The registry order of each named field of a row (panels, series and bars follow it).
-FIELD_NAMES: dict[str, tuple[str, ...]] = {
-    "workload": WORKLOADS,
-    "scheduler": SCHEDULERS,
-    "balancer": BALANCERS,
-    "swap": SWAP_MODES,
-}
-
-
-def num(value: Any) -> float:
-    """``value`` as a float; NaN when it is ``None`` or not a number."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def rank(names: Sequence[str], value: Any) -> tuple[int, str]:
-    """Sort key of a name: its position in ``names``; unknown names (trace paths) after, by text."""
-    text = "" if value is None else str(value)
-    return (names.index(text), "") if text in names else (len(names), text)
-
-
-def ordered(values: Iterable[Any], names: Sequence[str]) -> list[Any]:
-    """The distinct ``values`` in :func:`rank` order."""
-    return sorted(set(values), key=lambda v: rank(names, v))
 
 
 def _new_figure(panels: int, height: float = 3.4) -> tuple[Figure, list[Axes]]:
