@@ -31,12 +31,16 @@ class RequestIdentity:
     """Who a request's call belongs to, in the core's ids and the client's names."""
 
     program: int
-    anonymous: bool
     thread: int
     parents: list[int]
     #: the client's names (``None``: not given)
     name: str | None
     thread_name: str | None
+
+    @property
+    def anonymous(self) -> bool:
+        """No program id was given: the call is a program of its own."""
+        return self.name is None
 
 
 def _one(kind: str, header: str | None, body: str | None) -> str | None:
@@ -65,7 +69,7 @@ def read_identity(
         raise ApiError(400, "parent ids need a program id", code="invalid_id")
     program = programs.resolve(name)
     thread = programs.thread(program, thread_name)
-    return RequestIdentity(program, name is None, thread, parents, name, thread_name)
+    return RequestIdentity(program, thread, parents, name, thread_name)
 
 
 def program_named(programs: ProgramRegistry, name: str) -> int:
