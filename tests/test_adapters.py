@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autellix import CallState, ConfigError
+from autellix import CallState, ConfigError, SchedulerConfig
 from autellix.adapters.settings import PluginSettings
 from autellix.adapters.tracker import CallIdentity, ProgramTracker, call_identity
 
@@ -27,6 +27,27 @@ def test_settings_defaults_env_and_config() -> None:
     assert s.scheduler_config().policy == "mlfq"
 
 
+def test_settings_defaults_are_the_cores() -> None:
+    core = SchedulerConfig()
+    assert PluginSettings().scheduler_config() == core
+    assert (PluginSettings.first_boundary, PluginSettings.starvation_beta) == (None, core.starvation_beta)
+
+
+def test_first_boundary_builds_the_ladder() -> None:
+    boundaries, quanta = SchedulerConfig.ladder(0.1)
+    env = {"AUTELLIX_FIRST_BOUNDARY": "0.1", "AUTELLIX_STARVATION_BETA": "4"}
+    for s in (
+        PluginSettings.load(None, environ=env),
+        PluginSettings.load({"first_boundary": 0.1, "starvation_beta": 4}, environ={}),
+    ):
+        config = s.scheduler_config()
+        assert (config.boundaries[0], config.boundaries, config.quanta) == (0.1, boundaries, quanta)
+        assert config.starvation_beta == 4.0
+    # the engine's config wins over the environment; null leaves the core's ladder
+    s = PluginSettings.load({"first_boundary": None}, environ={"AUTELLIX_FIRST_BOUNDARY": "0.1"})
+    assert s.scheduler_config().boundaries == SchedulerConfig().boundaries
+
+
 @pytest.mark.parametrize(
     ("config", "environ", "match"),
     [
@@ -36,6 +57,11 @@ def test_settings_defaults_env_and_config() -> None:
         ({"quantum": 1}, {}, "unknown autellix setting 'quantum'"),
         ({"starvation_beta": -1}, {}, "starvation_beta"),  # refused by the core's own validation
         ({"boundaries": [2, 1]}, {}, "boundaries"),
+        ({"first_boundary": 0}, {}, "invalid autellix first_boundary 0 from config key"),
+        ({}, {"AUTELLIX_FIRST_BOUNDARY": "nan"}, r"from \$AUTELLIX_FIRST_BOUNDARY"),
+        ({"first_boundary": 1e308}, {}, "overflow"),  # refused by the core's ladder
+        ({"first_boundary": 0.1, "quanta": [1, 2]}, {}, "first_boundary and quanta"),
+        ({"first_boundary": 0.1}, {"AUTELLIX_BOUNDARIES": "1"}, "first_boundary and boundaries"),
     ],
 )
 def test_bad_settings_are_config_errors(

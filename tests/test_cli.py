@@ -122,6 +122,8 @@ def test_serve_help() -> None:
         "--model",
         "--api-key",
         "--max-concurrent-per-key",
+        "--first-boundary",
+        "--starvation-beta",
     ):
         assert option in proc.stdout
 
@@ -153,3 +155,27 @@ def test_serve_api_keys_from_options_and_environment(
     with pytest.raises(SystemExit) as exc:
         main(["serve", "--max-concurrent-per-key", "0"])
     assert exc.value.code == 2
+
+
+def test_serve_scheduler_options(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import uvicorn
+
+    from autellix import SchedulerConfig
+
+    apps: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    assert main(["serve"]) == 0
+    assert apps[0].state.server.config.scheduler_config() == SchedulerConfig()  # the core's defaults
+    assert main(["serve", "--first-boundary", "0.2", "--starvation-beta", "3"]) == 0
+    core = apps[1].state.server.config.scheduler_config()
+    assert (core.boundaries, core.quanta) == SchedulerConfig.ladder(0.2)
+    assert (core.boundaries[0], core.starvation_beta) == (0.2, 3.0)
+    assert main(["serve", "--starvation-beta", "none"]) == 0
+    assert apps[2].state.server.config.scheduler_config().starvation_beta is None
+    assert main(["serve", "--first-boundary", "1e308"]) == 2  # the core's ladder overflows
+    assert "overflow" in capsys.readouterr().err
+    for bad in (["--first-boundary", "0"], ["--first-boundary", "inf"], ["--starvation-beta", "-1"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["serve", *bad])
+        assert exc.value.code == 2
+        assert "must be a finite number > 0" in capsys.readouterr().err

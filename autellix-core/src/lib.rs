@@ -12,14 +12,18 @@
 mod config;
 mod dag;
 mod error;
+mod kv;
 mod policy;
 mod program_table;
 mod queue;
 mod scheduler;
 mod types;
 
-pub use config::{DECODE_STEP_SECONDS, SchedulerConfig};
+pub use config::{DECODE_STEP_SECONDS, DEFAULT_FIRST_BOUNDARY, SchedulerConfig};
 pub use error::{CoreError, Result};
+pub use kv::{
+    AdmissionStats, ContextId, ContextSpec, KvAction, KvConfig, KvPlanner, KvStats, Move, Tier,
+};
 pub use policy::{Atlas, Fcfs, Mlfq, Plas, Policy, PolicyKind};
 pub use program_table::{Call, Program, ProgramTable};
 pub use scheduler::{CallSpec, Decision, Scheduler, StepReport};

@@ -10,7 +10,7 @@ import pytest
 
 from autellix import bench
 from autellix.cli import main
-from autellix.sim.config import BALANCERS, SCHEDULERS
+from autellix.sim.config import BALANCERS, KV_POLICIES, SCHEDULERS
 
 from .bench_support import PNG_MAGIC, csv_rows, json_rows, strip_wall
 
@@ -83,6 +83,7 @@ def test_real_all_experiments(tmp_path: Path) -> None:
     assert len(by_experiment["balancers"]) == len(BALANCERS)
     assert all(r["engines"] == 2 and r["scheduler"] == "plas" for r in by_experiment["balancers"])
     assert len(by_experiment["swap"]) == len(bench.SWAP_SCHEDULERS) * len(bench.SWAP_EXPERIMENT_MODES)
+    assert len(by_experiment["kv"]) == len(bench.KV_SCHEDULERS) * len(KV_POLICIES)
     assert len(csv_rows(out)) == len(rows)
     summary = json.loads((out / "summary.json").read_text())
     for record in summary["swap"]["runs"]:
@@ -95,6 +96,34 @@ def test_real_all_experiments(tmp_path: Path) -> None:
         assert record["swap_time_ratio"] == (pytest.approx(expected) if expected is not None else None)
     for png in ("balancers_latency_mean.png", "balancers_throughput_at_target.png", "swap_time.png"):
         assert (out / png).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_real_kv_experiment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--experiment", "kv", "--workloads", "bfcl", "--programs", "20", "--rates", "0.5"]
+    out, rows = _real(tmp_path, "kv", *argv, "--jobs", "2")
+    text = capsys.readouterr().out
+    assert "autellix bench: kv" in text
+    assert "KV policies: throughput at the latency target" in text
+    assert len(rows) == len(bench.KV_SCHEDULERS) * len(KV_POLICIES) == len(csv_rows(out))
+    assert {(r["scheduler"], r["kv_policy"]) for r in rows} == {
+        (s, k) for s in bench.KV_SCHEDULERS for k in KV_POLICIES
+    }
+    assert all(r["experiment"] == "kv" and 0 <= r["hit_share"] <= 1 for r in rows)
+    entries = json.loads((out / "summary.json").read_text())["kv"]["throughput_at_target"]
+    assert {(e["scheduler"], e["kv_policy"]) for e in entries} == {
+        (r["scheduler"], r["kv_policy"]) for r in rows
+    }
+    for e in entries:
+        assert {
+            "throughput",
+            "rate",
+            "latency_mean",
+            "worst_latency",
+            "hit_share",
+            "longest_deferral",
+        } <= set(e)
+        assert {"throughput_vs_ideal", "throughput_vs_baseline"} <= set(e)
+    assert (out / "kv_latency_mean.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_real_trace_workload(tmp_path: Path) -> None:

@@ -21,6 +21,13 @@ from autellix.cli import main
         ),
         (["--balancers", "random"], "choose from round-robin, least-loaded, program-aware"),
         (["--swap-modes", "zero-copy"], "choose from bulk, per-block, recompute"),
+        (
+            ["--kv-policies", "lru,fifo"],
+            "unknown kv policy 'fifo'; choose from lru, ttl, offload-lru, autellix, ideal",
+        ),
+        (["--host-kv-gib", "-1"], "host KV size must be a finite number >= 0"),
+        (["--host-kv-gib", "inf"], "host KV size must be a finite number >= 0"),
+        (["--host-kv-gib", "lots"], "host KV size must be a number"),
         (["--experiment", "nope"], "invalid choice"),
         (["--rates", "0"], "rate must be a finite number > 0"),
         (["--rates", "x"], "rate must be a number"),
@@ -67,7 +74,17 @@ def test_bench_help_via_python_m() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: autellix bench")
-    for option in ("--experiment", "--full", "--rates", "--jobs", "--out", "--latency-target", "--no-plots"):
+    for option in (
+        "--experiment",
+        "--full",
+        "--rates",
+        "--jobs",
+        "--out",
+        "--latency-target",
+        "--no-plots",
+        "--kv-policies",
+        "--host-kv-gib",
+    ):
         assert option in proc.stdout
     assert "results.csv" in proc.stdout
 

@@ -6,7 +6,7 @@ import pytest
 
 from autellix import bench
 from autellix.exceptions import ConfigError
-from autellix.sim.config import BALANCERS, SCHEDULERS, WORKLOADS
+from autellix.sim.config import BALANCERS, KV_POLICIES, SCHEDULERS, WORKLOADS
 
 
 def test_quick_and_full_presets_cover_every_workload() -> None:
@@ -16,6 +16,12 @@ def test_quick_and_full_presets_cover_every_workload() -> None:
     assert bench.FULL.programs == 1000
     assert all(len(r) == 6 for r in bench.FULL.rates.values())
     assert all(2 <= len(r) <= 3 for r in bench.QUICK.rates.values())
+    for sweep, count in ((bench.QUICK, 3), (bench.FULL, 5)):
+        assert set(sweep.kv_rates) == set(bench.DEFAULT_WORKLOADS["kv"]) == set(WORKLOADS)
+        assert all(len(r) == count and list(r) == sorted(r) for r in sweep.kv_rates.values())
+        assert sweep.rates_for("kv", "bfcl") == sweep.kv_rates["bfcl"]
+    assert bench.QUICK.kv_rates["lats"] == (0.05, 0.07, 0.09)
+    assert bench.FULL.kv_rates["sharegpt"] == (0.8, 1.2, 1.6, 2.0, 2.4)
 
 
 def test_plan_default_is_every_workload_scheduler_and_rate() -> None:
@@ -48,6 +54,35 @@ def test_plan_swap_and_all() -> None:
     everything = bench.plan(bench.BenchOptions(experiments=bench.EXPERIMENTS, programs=7, seed=3))
     assert {r.experiment for r in everything} == set(bench.EXPERIMENTS)
     assert all(r.config.programs == 7 and r.config.seed == 3 for r in everything)
+
+
+def test_plan_kv_is_schedulers_x_policies_x_rates_on_one_engine() -> None:
+    runs = bench.plan(bench.BenchOptions(experiments=("kv",)))
+    rates = sum(len(bench.QUICK.kv_rates[w]) for w in WORKLOADS)
+    assert len(runs) == len(bench.KV_SCHEDULERS) * len(KV_POLICIES) * rates == len({r.config for r in runs})
+    assert bench.KV_SCHEDULERS == ("fcfs", "plas", "atlas")
+    assert {(r.config.scheduler, r.config.kv_policy) for r in runs} == {
+        (s, k) for s in bench.KV_SCHEDULERS for k in KV_POLICIES
+    }
+    assert {(r.config.workload, r.config.rate) for r in runs} == {
+        (w, rate) for w in WORKLOADS for rate in bench.QUICK.kv_rates[w]
+    }
+    assert all(r.config.engines == 1 and r.config.host_kv_gib is None for r in runs)
+    # The options narrow it; --host-kv-gib reaches every run; the other experiments keep lru.
+    options = bench.BenchOptions(
+        experiments=("schedulers", "kv"),
+        sweep=bench.FULL,
+        workloads=("bfcl",),
+        schedulers=("plas",),
+        kv_policies=("lru", "autellix"),
+        host_kv_gib=8.0,
+    )
+    runs = bench.plan(options)
+    kv = [r for r in runs if r.experiment == "kv"]
+    assert len(kv) == 2 * len(bench.FULL.kv_rates["bfcl"])
+    assert {r.config.kv_policy for r in kv} == {"lru", "autellix"}
+    assert {r.config.kv_policy for r in runs if r.experiment == "schedulers"} == {"lru"}
+    assert all(r.config.host_kv_gib == 8.0 for r in runs)
 
 
 def test_autellix_policy() -> None:

@@ -182,5 +182,59 @@ def test_all_experiments_with_fake_simulator(fake_sim: None, tmp_path: Path) -> 
         "balancers_throughput_at_target.png",
         "swap_time.png",
         "swap_latency_mean.png",
+        "kv_latency_mean.png",
     ):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
+
+
+def test_kv_summary_throughput_ratios_and_reported_rate(
+    fake_sim: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    argv = ["bench", "--experiment", "kv", "-j", "1", "--programs", "10", "--out", str(out)]
+    argv += ["--workloads", "bfcl,lats", "--rates", "0.2,0.4", "0.6", "--latency-target", "0.2"]
+    argv += ["--kv-policies", "lru", "ideal,autellix", "--host-kv-gib", "0"]
+    assert main(argv) == 0
+    assert "KV policies: throughput at the latency target" in capsys.readouterr().out
+    rows = json_rows(out)
+    assert len(rows) == 2 * len(bench.KV_SCHEDULERS) * 3 * 3
+    assert {r["kv_policy"] for r in rows} == {"lru", "autellix", "ideal"}
+    assert all(r["experiment"] == "kv" and r["host_kv_gib"] == 0.0 and r["engines"] == 1 for r in rows)
+    entries = json.loads((out / "summary.json").read_text())["kv"]["throughput_at_target"]
+    assert len(entries) == 2 * len(bench.KV_SCHEDULERS) * 3
+    by = {(e["workload"], e["scheduler"], e["kv_policy"]): e for e in entries}
+    for (workload, scheduler, policy), e in by.items():
+        points = {
+            r["rate"]: r
+            for r in rows
+            if (r["workload"], r["scheduler"], r["kv_policy"]) == (workload, scheduler, policy)
+        }
+        assert e["target"] == 0.2 and e["target_given"]
+        assert (e["throughput"], e["saturated"]) == bench.throughput_at_target(points, 0.2)
+        if e["rate"] is not None:
+            row = points[e["rate"]]
+            for key in ("latency_mean", "latency_p99", "worst_latency", "hit_share", "longest_deferral"):
+                assert e[key] == row[key], key
+    # bfcl (fake capacity 0.7): fcfs + lru meets the target at 0.2 and misses at 0.4
+    # (interpolated); fcfs + ideal meets it at 0.4 and misses it at 0.6.
+    base, ideal = by["bfcl", "fcfs", "lru"], by["bfcl", "fcfs", "ideal"]
+    lat = {
+        r["rate"]: r["latency_mean"]
+        for r in rows
+        if (r["workload"], r["scheduler"], r["kv_policy"]) == ("bfcl", "fcfs", "lru")
+    }
+    assert base["throughput"] == pytest.approx(0.2 + (0.2 - lat[0.2]) / (lat[0.4] - lat[0.2]) * 0.2)
+    assert (base["rate"], base["at_target"]) == (0.2, True)
+    assert 0.4 < ideal["throughput"] < 0.6 and (ideal["rate"], ideal["at_target"]) == (0.4, True)
+    assert base["throughput_vs_ideal"] == pytest.approx(base["throughput"] / ideal["throughput"])
+    assert base["throughput_vs_baseline"] == pytest.approx(1.0)
+    plas = by["bfcl", "plas", "lru"]
+    assert (plas["throughput"], plas["saturated"], plas["rate"]) == (0.6, True, 0.6)
+    assert plas["throughput_vs_ideal"] == pytest.approx(1.0)
+    assert plas["throughput_vs_baseline"] == pytest.approx(0.6 / base["throughput"])
+    # lats (capacity 0.3): fcfs misses the target at the lowest rate under every policy; its
+    # metrics are reported at the highest rate where it completed, and 0 / 0 is no ratio.
+    miss = by["lats", "fcfs", "lru"]
+    assert (miss["throughput"], miss["rate"], miss["at_target"]) == (0.0, 0.2, False)
+    assert miss["throughput_vs_ideal"] is None and miss["throughput_vs_baseline"] is None
+    assert (out / "kv_latency_mean.png").read_bytes()[:8] == PNG_MAGIC

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 import autellix
 from autellix import DECODE_STEP_SECONDS, AutellixError, ConfigError, Scheduler, SchedulerConfig
 
-# kungfu-team/autellix defaults, in decode steps (paper.md section 12).
-KUNGFU_BOUNDARY_STEPS = [2, 4, 8, 16, 32, 64]
-KUNGFU_QUANTUM_STEPS = [1, 2, 4, 8, 16, 32, 64]
+# The default ladder: doubling from 0.5 s (measured in the simulator; benches/RESULTS.md).
+DEFAULT_BOUNDARIES = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
+DEFAULT_QUANTA = [0.5, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
 
 
 def test_decode_step_seconds() -> None:
@@ -26,10 +26,9 @@ def test_defaults() -> None:
     c = SchedulerConfig()
     assert c.policy == "plas"
     assert c.levels == 7
-    assert c.boundaries == [s * DECODE_STEP_SECONDS for s in KUNGFU_BOUNDARY_STEPS]
-    assert c.quanta == [s * DECODE_STEP_SECONDS for s in KUNGFU_QUANTUM_STEPS]
-    assert c.boundaries == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8, 1.6])
-    assert c.quanta == pytest.approx([0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6])
+    assert c.boundaries == DEFAULT_BOUNDARIES
+    assert c.quanta == DEFAULT_QUANTA
+    assert (c.boundaries, c.quanta) == SchedulerConfig.ladder(0.5)
     assert c.starvation_beta == 8.0
     assert c.service_floor == DECODE_STEP_SECONDS
     assert c.program_ttl == 600.0
@@ -50,8 +49,8 @@ def test_getters_return_copies() -> None:
     b.append(99.0)
     q = c.quanta
     q[0] = 123.0
-    assert c.boundaries == [s * DECODE_STEP_SECONDS for s in KUNGFU_BOUNDARY_STEPS]
-    assert c.quanta[0] == DECODE_STEP_SECONDS
+    assert c.boundaries == DEFAULT_BOUNDARIES
+    assert c.quanta[0] == DEFAULT_QUANTA[0]
 
 
 def test_policies() -> None:
@@ -131,14 +130,13 @@ def test_starvation_beta_none_disables() -> None:
 
 def test_level_of_default_binning() -> None:
     c = SchedulerConfig()
-    step = DECODE_STEP_SECONDS
     assert c.level_of(0.0) == 0
     assert c.level_of(-1.0) == 0
-    assert c.level_of(0.049) == 0
+    assert c.level_of(0.499) == 0
     # Q_i^lo <= value < Q_i^hi: a boundary value belongs to the queue above it.
-    for i, b in enumerate(KUNGFU_BOUNDARY_STEPS):
-        assert c.level_of(b * step) == i + 1
-        assert c.level_of(math.nextafter(b * step, 0.0)) == i
+    for i, b in enumerate(DEFAULT_BOUNDARIES):
+        assert c.level_of(b) == i + 1
+        assert c.level_of(math.nextafter(b, 0.0)) == i
     assert c.level_of(1e9) == 6
     assert c.level_of(math.inf) == 6
 
@@ -194,8 +192,8 @@ def test_repr() -> None:
     assert r.startswith("SchedulerConfig(")
     for part in (
         'policy="plas"',
-        "boundaries=[0.05, 0.1, 0.2, 0.4, 0.8, 1.6]",
-        "quanta=[0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6]",
+        "boundaries=[0.5, 1.0, 2.0, 4.0, 8.0, 16.0]",
+        "quanta=[0.5, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]",
         "starvation_beta=8",
         "service_floor=0.025",
         "program_ttl=600",
@@ -288,7 +286,7 @@ def test_positional_only_policy() -> None:
 
 def test_ladder_builds_the_default_config_exactly() -> None:
     default = SchedulerConfig()
-    ladder = SchedulerConfig.ladder(2 * DECODE_STEP_SECONDS, top_quantum=DECODE_STEP_SECONDS)
+    ladder = SchedulerConfig.ladder(0.5, top_quantum=0.5)
     assert ladder == (default.boundaries, default.quanta)  # exact float equality, no approx
     assert isinstance(ladder, tuple)
     assert all(isinstance(part, list) for part in ladder)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import openai
 import pytest
+
+from autellix import ConfigError, SchedulerConfig
+from autellix.server import ServerConfig
+from autellix.server.engines import make_engine
 
 from .conftest import MODEL, MSG, Running, finish_time, wait_for
 
@@ -281,3 +286,43 @@ def test_bad_requests_of_other_kinds(serve: Serve) -> None:
         c.chat.completions.create(model="other", messages=MSG)
     with pytest.raises(openai.BadRequestError):
         c.chat.completions.create(model=MODEL, messages=MSG, extra_headers={"X-Autellix-Program-Id": "#"})
+
+
+def test_scheduler_settings_default_to_the_cores() -> None:
+    core = SchedulerConfig()
+    config = ServerConfig()
+    assert (config.first_boundary, config.starvation_beta) == (None, core.starvation_beta)
+    assert config.scheduler_config() == core
+
+
+def test_scheduler_settings_reach_the_engines_core() -> None:
+    config = ServerConfig(policy="mlfq", first_boundary=0.2, starvation_beta=3.0, program_ttl=60.0)
+    boundaries, quanta = SchedulerConfig.ladder(0.2)
+    expected = SchedulerConfig(
+        "mlfq", boundaries=boundaries, quanta=quanta, starvation_beta=3.0, program_ttl=60.0
+    )
+    assert config.scheduler_config() == expected
+    for time_scale in (1.0, 0.5):  # the sim engine's core: the same ladder and beta, in engine time
+        core = make_engine(dataclasses.replace(config, time_scale=time_scale))._scheduler.config
+        assert (core.boundaries[0], core.quanta, core.starvation_beta) == (0.2, quanta, 3.0)
+        assert core.program_ttl == 60.0 / time_scale
+    assert ServerConfig(starvation_beta=None).scheduler_config().starvation_beta is None
+    upstream = make_engine(ServerConfig(engine="openai", upstreams=("http://x",), first_boundary=0.2))
+    assert upstream._scheduler.config.boundaries[0] == 0.2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"first_boundary": 0.0},
+        {"first_boundary": -1.0},
+        {"first_boundary": float("inf")},
+        {"first_boundary": float("nan")},
+        {"first_boundary": 1e308},  # the ladder overflows: refused by the core
+        {"starvation_beta": 0.0},
+        {"starvation_beta": float("inf")},
+    ],
+)
+def test_bad_scheduler_settings(options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        ServerConfig(**options)

@@ -111,9 +111,10 @@ def test_program_tagging_reaches_the_front(serve: Serve) -> None:
 @pytest.mark.parametrize(("policy", "first"), [("plas", "fresh"), ("fcfs", "busy")])
 def test_front_decides_priority(serve: Serve, policy: str, first: str) -> None:
     """One upstream slot. ``busy`` has attained service and a call in flight, then queues a
-    second; ``fresh`` queues one after it. The front's PLAS runs fresh first; FCFS busy."""
+    second; ``fresh`` queues one after it. The front's PLAS runs fresh first; FCFS busy. (A
+    0.05 s first boundary, so that 0.1 s of service puts busy below the top queue.)"""
     up = serve(time_scale=0.1)  # the upstream itself has plenty of room
-    front = _front(serve, up, policy=policy, max_inflight=1)
+    front = _front(serve, up, policy=policy, max_inflight=1, first_boundary=0.05)
     c = front.client()
     done: dict[str, float] = {}
     c.chat.completions.create(model=MODEL, messages=MSG, max_tokens=100, extra_body={"program_id": "busy"})

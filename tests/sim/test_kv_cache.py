@@ -43,11 +43,13 @@ def test_finished_blocks_become_prefix_entries_evicted_lru() -> None:
     kv.remember("b", 48, call=2)
     assert (kv.used, kv.cached, kv.free) == (0, 6, 2)
     assert kv.lookup("a", 100) == 32  # whole blocks only: the partial third is not shareable
-    assert kv.lookup("a", 20) == 16  # only the requested prefix
+    # A prompt that uses only part of the entry (a cut history) shares none of it: pinning the
+    # entry would hold blocks its token count does not cover.
+    assert kv.lookup("a", 20) == 0
     assert kv.lookup("missing", 100) == 0
     kv.grow(3, 64)  # needs 4 blocks: evicts "b" (least recently used), not "a"
     assert kv.lookup("b", 48) == 0
-    assert kv.lookup("a", 32) == 32
+    assert kv.lookup("a", 40) == 32
     assert kv.used + kv.cached + kv.free == kv.capacity
 
 

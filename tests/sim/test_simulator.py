@@ -197,8 +197,12 @@ def test_dag_unloaded_duration_follows_the_longest_chain() -> None:
 def test_vllm_baseline_is_fcfs_on_a_vllm_061_engine() -> None:
     config = SimConfig(scheduler="vllm", prefix_caching=True, steps_per_schedule=8)
     assert config.scheduler_config().policy == "fcfs"
-    assert config.engine_settings() == {"prefix_caching": False, "steps_per_schedule": 1}
-    assert SimConfig(scheduler="plas").engine_settings() == {"prefix_caching": True, "steps_per_schedule": 4}
+    assert config.engine_settings() == {"prefix_caching": False, "steps_per_schedule": 1, "kv_policy": "lru"}
+    assert SimConfig(scheduler="plas").engine_settings() == {
+        "prefix_caching": True,
+        "steps_per_schedule": 4,
+        "kv_policy": "lru",
+    }
     programs = [chat(k, 0.0, [(1000, 20), (50, 20)], wait=0.1) for k in range(3)]
     assert simulate(config, programs).cached_tokens == 0
     assert simulate(SimConfig(scheduler="fcfs"), programs).cached_tokens > 0

@@ -5,6 +5,7 @@
 #![allow(clippy::too_many_arguments)]
 
 mod errors;
+mod kv;
 mod scheduler;
 mod types;
 
@@ -13,6 +14,8 @@ mod types;
 mod _core {
     use pyo3::prelude::*;
 
+    #[pymodule_export]
+    use crate::kv::KvPlanner;
     #[pymodule_export]
     use crate::scheduler::Scheduler;
     #[pymodule_export]

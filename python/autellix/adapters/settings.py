@@ -8,6 +8,9 @@ the ``"autellix"`` entry of the engine's config (for vLLM: ``--additional-config
 key                variable                     meaning (default)
 =================  ===========================  ==============================================
 policy             AUTELLIX_POLICY              plas | atlas | mlfq | fcfs
+first_boundary     AUTELLIX_FIRST_BOUNDARY      first boundary, seconds; the 7 queues double
+                                                from it (``SchedulerConfig.ladder``); not
+                                                with ``quanta`` or ``boundaries``
 quanta             AUTELLIX_QUANTA              seconds per queue level, comma-separated
 boundaries         AUTELLIX_BOUNDARIES          service at which a program drops a level
 starvation_beta    AUTELLIX_STARVATION_BETA     promote a call waiting beta x its service;
@@ -24,7 +27,7 @@ Bad values raise :class:`autellix.ConfigError` naming the key and where it came 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +36,7 @@ from autellix.exceptions import ConfigError
 
 _ENV = {
     "policy": "AUTELLIX_POLICY",
+    "first_boundary": "AUTELLIX_FIRST_BOUNDARY",
     "quanta": "AUTELLIX_QUANTA",
     "boundaries": "AUTELLIX_BOUNDARIES",
     "starvation_beta": "AUTELLIX_STARVATION_BETA",
@@ -46,6 +50,8 @@ _CORE = SchedulerConfig()
 @dataclass(frozen=True)
 class PluginSettings:
     policy: str = _CORE.policy
+    #: builds ``quanta`` and ``boundaries`` with ``SchedulerConfig.ladder`` (not with them)
+    first_boundary: float | None = None
     #: ``None``: the core's default ladder
     quanta: tuple[float, ...] | None = None
     boundaries: tuple[float, ...] | None = None
@@ -54,10 +60,20 @@ class PluginSettings:
 
     def scheduler_config(self) -> SchedulerConfig:
         """The core's config (validated by the core: a bad ladder is a ConfigError)."""
+        quanta: Sequence[float] | None = self.quanta
+        boundaries: Sequence[float] | None = self.boundaries
+        if self.first_boundary is not None:
+            given = [key for key in ("quanta", "boundaries") if getattr(self, key) is not None]
+            if given:
+                raise ConfigError(
+                    f"autellix first_boundary and {' and '.join(given)} both given: first_boundary "
+                    "builds the whole ladder, give one or the other"
+                )
+            boundaries, quanta = SchedulerConfig.ladder(self.first_boundary)
         return SchedulerConfig(
             self.policy,
-            quanta=self.quanta,
-            boundaries=self.boundaries,
+            quanta=quanta,
+            boundaries=boundaries,
             starvation_beta=self.starvation_beta,
             program_ttl=self.program_ttl,
         )
@@ -95,6 +111,13 @@ def _parse(key: str, value: Any, source: str) -> Any:
             if value is None or str(value).strip().lower() in ("none", "off", ""):
                 return None
             return float(value)
+        if key == "first_boundary":
+            if value is None:
+                return None
+            first = float(value)
+            if not 0 < first < float("inf"):
+                raise ValueError("must be finite and > 0")
+            return first
         return float(value)  # program_ttl
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid autellix {key} {value!r} from {source}: {exc}") from None

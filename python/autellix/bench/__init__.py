@@ -1,6 +1,6 @@
 """``autellix bench``: sweeps of the cluster simulator in the shape of the paper's experiments.
 
-Three experiments (paper §7-§10):
+Four experiments (paper §7-§10, and KV placement):
 
 ``schedulers``
     One engine; every workload x scheduler x arrival rate (the paper's "program latency per
@@ -12,6 +12,10 @@ Three experiments (paper §7-§10):
 ``swap``
     One engine in a preemption-heavy setting (high rates); how preempted KV leaves the GPU:
     vLLM's per-block copies, autellix's bulk copy, or recompute.
+``kv``
+    One engine; workloads x schedulers (fcfs, plas, atlas) x KV policies x rates: where idle
+    program contexts go under memory pressure (:data:`~autellix.sim.config.KV_POLICIES`), and
+    each config's throughput at a latency target relative to ``ideal`` and to fcfs + lru.
 
 A run is one :class:`~autellix.sim.config.SimConfig`; the sweep runs them in a process pool
 (:func:`run_configs`), and every :meth:`~autellix.sim.metrics.SimResult.row` lands in
@@ -33,6 +37,7 @@ One concern per module:
 
 from autellix.bench.plan import (
     AUTELLIX_BALANCER,
+    AUTELLIX_KV_POLICY,
     AUTELLIX_POLICY,
     AUTELLIX_SCHEDULERS,
     BASELINE_BALANCERS,
@@ -41,6 +46,10 @@ from autellix.bench.plan import (
     DEFAULT_WORKLOADS,
     EXPERIMENTS,
     FULL,
+    KV_BASELINE,
+    KV_EXPERIMENT_POLICIES,
+    KV_LIMIT,
+    KV_SCHEDULERS,
     QUICK,
     SWAP_EXPERIMENT_MODES,
     SWAP_SCHEDULERS,
@@ -68,6 +77,7 @@ from autellix.bench.summary import (
     latency_target_for,
     summarize,
     summarize_balancers,
+    summarize_kv,
     summarize_schedulers,
     summarize_swap,
     throughput_at_target,
@@ -76,6 +86,7 @@ from autellix.bench.tables import results_table, summary_tables
 
 __all__ = [
     "AUTELLIX_BALANCER",
+    "AUTELLIX_KV_POLICY",
     "AUTELLIX_POLICY",
     "AUTELLIX_SCHEDULERS",
     "BASELINE_BALANCERS",
@@ -84,6 +95,10 @@ __all__ = [
     "DEFAULT_WORKLOADS",
     "EXPERIMENTS",
     "FULL",
+    "KV_BASELINE",
+    "KV_EXPERIMENT_POLICIES",
+    "KV_LIMIT",
+    "KV_SCHEDULERS",
     "LATENCY_TARGET_FACTOR",
     "QUICK",
     "SWAP_EXPERIMENT_MODES",
@@ -109,6 +124,7 @@ __all__ = [
     "run_one",
     "summarize",
     "summarize_balancers",
+    "summarize_kv",
     "summarize_schedulers",
     "summarize_swap",
     "summary_tables",

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from autellix.exceptions import ConfigError
-from autellix.sim.config import BALANCERS, SCHEDULERS, SWAP_MODES, SimConfig
+from autellix.sim.config import BALANCERS, KV_POLICIES, SCHEDULERS, SWAP_MODES, SimConfig
 from autellix.sim.workload import WORKLOADS
 
-EXPERIMENTS = ("schedulers", "balancers", "swap")
+EXPERIMENTS = ("schedulers", "balancers", "swap", "kv")
 
 #: The scheduler autellix runs for each workload (paper §9): PLAS on single-threaded programs,
 #: ATLAS on multi-threaded ones. Trace files get ATLAS (it reduces to PLAS on one thread).
@@ -23,18 +23,31 @@ BASELINE_SCHEDULERS = tuple(s for s in SCHEDULERS if s not in AUTELLIX_SCHEDULER
 #: Autellix's load balancer and the baselines it is compared against.
 AUTELLIX_BALANCER = "program-aware"
 BASELINE_BALANCERS = tuple(b for b in BALANCERS if b != AUTELLIX_BALANCER)
+#: Autellix's KV policy (the core's KV planner and program admission), the baseline config
+#: (scheduler, KV policy) of the kv experiment, and the policy that bounds every other's
+#: throughput under the same scheduler (GPU + host memory as one free pool).
+AUTELLIX_KV_POLICY = "autellix"
+KV_BASELINE = ("fcfs", "lru")
+KV_LIMIT = "ideal"
 
 #: Workloads each experiment runs unless ``--workloads`` says otherwise.
 DEFAULT_WORKLOADS: dict[str, tuple[str, ...]] = {
     "schedulers": WORKLOADS,
     "balancers": ("sharegpt", "lats"),
     "swap": ("sharegpt",),
+    "kv": ("sharegpt", "bfcl", "lats", "mixed"),
 }
 #: Schedulers of the swap experiment unless ``--schedulers`` says otherwise (the balancers
 #: experiment uses :data:`AUTELLIX_POLICY`, the schedulers experiment all of them).
 SWAP_SCHEDULERS = ("plas", "mlfq")
 #: Swap modes of the swap experiment unless ``--swap-modes`` says otherwise: all of them.
 SWAP_EXPERIMENT_MODES = SWAP_MODES
+#: Schedulers of the kv experiment unless ``--schedulers`` says otherwise: the FCFS baseline and
+#: autellix's two policies.
+KV_SCHEDULERS = ("fcfs", "plas", "atlas")
+#: KV policies of the kv experiment unless ``--kv-policies`` says otherwise: all of them. The
+#: other experiments use the :class:`SimConfig` default (lru).
+KV_EXPERIMENT_POLICIES = KV_POLICIES
 DEFAULT_ENGINES = 4
 
 
@@ -50,11 +63,17 @@ class Sweep:
     balancer_rates: Mapping[str, tuple[float, ...]]
     #: Rates of the swap experiment: high enough that the scheduler preempts a lot.
     swap_rates: Mapping[str, tuple[float, ...]]
+    #: Rates of the kv experiment, above the schedulers sweep's: idle program contexts compete for
+    #: GPU memory more as the load grows.
+    kv_rates: Mapping[str, tuple[float, ...]]
 
     def rates_for(self, experiment: str, workload: str) -> tuple[float, ...]:
-        table = {"schedulers": self.rates, "balancers": self.balancer_rates, "swap": self.swap_rates}[
-            experiment
-        ]
+        table = {
+            "schedulers": self.rates,
+            "balancers": self.balancer_rates,
+            "swap": self.swap_rates,
+            "kv": self.kv_rates,
+        }[experiment]
         if workload in table:
             return table[workload]
         if experiment == "swap" and workload in self.rates:
@@ -77,6 +96,12 @@ QUICK = Sweep(
     },
     balancer_rates={"sharegpt": (0.4, 0.8), "lats": (0.03, 0.05)},
     swap_rates={"sharegpt": (0.8, 1.2)},
+    kv_rates={
+        "sharegpt": (0.8, 1.2, 1.6),
+        "bfcl": (0.7, 0.9, 1.1),
+        "lats": (0.05, 0.07, 0.09),
+        "mixed": (0.14, 0.2, 0.26),
+    },
 )
 
 #: ``autellix bench --full``: the issue's full sweep, 4 workloads x 5 schedulers x 6 rates x
@@ -94,6 +119,12 @@ FULL = Sweep(
     },
     balancer_rates={"sharegpt": (0.4, 0.6, 0.8, 1.0), "lats": (0.03, 0.04, 0.05, 0.06)},
     swap_rates={"sharegpt": (0.8, 1.0, 1.2)},
+    kv_rates={
+        "sharegpt": (0.8, 1.2, 1.6, 2.0, 2.4),
+        "bfcl": (0.5, 0.7, 0.9, 1.1, 1.3),
+        "lats": (0.03, 0.05, 0.07, 0.09, 0.11),
+        "mixed": (0.08, 0.14, 0.2, 0.26, 0.32),
+    },
 )
 
 SWEEPS: dict[str, Sweep] = {s.name: s for s in (QUICK, FULL)}
@@ -114,6 +145,7 @@ class BenchOptions:
     schedulers: tuple[str, ...] | None = None
     balancers: tuple[str, ...] | None = None
     swap_modes: tuple[str, ...] | None = None
+    kv_policies: tuple[str, ...] | None = None
     #: Rates used as given for every workload and experiment (not scaled by the engines).
     rates: tuple[float, ...] | None = None
     programs: int | None = None
@@ -122,6 +154,10 @@ class BenchOptions:
     preset: str | None = None
     #: ``benches/bench_swap.py`` JSON calibrating every engine's swap times; ``None``: datasheet.
     swap_results: str | None = None
+    #: Host KV tier per engine (GiB) of every run; ``None`` = the :class:`SimConfig` default.
+    host_kv_gib: float | None = None
+    #: Multiplier of every generated tool wait; ``None`` = the :class:`SimConfig` default.
+    tool_wait_scale: float | None = None
     engines: int = DEFAULT_ENGINES
     #: Engine prefix caching for every run but ``vllm`` (which never has it).
     prefix_caching: bool = True
@@ -152,10 +188,16 @@ def _variants(experiment: str, options: BenchOptions, workload: str) -> list[dic
             for s in options.schedulers or (autellix_policy(workload),)
             for b in options.balancers or BALANCERS
         ]
+    if experiment == "swap":
+        return [
+            {"scheduler": s, "swap": m, "engines": 1}
+            for s in options.schedulers or SWAP_SCHEDULERS
+            for m in options.swap_modes or SWAP_EXPERIMENT_MODES
+        ]
     return [
-        {"scheduler": s, "swap": m, "engines": 1}
-        for s in options.schedulers or SWAP_SCHEDULERS
-        for m in options.swap_modes or SWAP_EXPERIMENT_MODES
+        {"scheduler": s, "kv_policy": k, "engines": 1}
+        for s in options.schedulers or KV_SCHEDULERS
+        for k in options.kv_policies or KV_EXPERIMENT_POLICIES
     ]
 
 
@@ -173,6 +215,10 @@ def plan(options: BenchOptions) -> list[Run]:
         base["swap_results"] = options.swap_results
     if options.quantum is not None:
         base["quantum"] = options.quantum
+    if options.host_kv_gib is not None:
+        base["host_kv_gib"] = options.host_kv_gib
+    if options.tool_wait_scale is not None:
+        base["tool_wait_scale"] = options.tool_wait_scale
     base["programs"] = options.programs if options.programs is not None else options.sweep.programs
     for experiment in options.experiments:
         if experiment not in EXPERIMENTS:

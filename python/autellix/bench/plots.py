@@ -36,6 +36,11 @@ COLORS: dict[str, str] = {
     "per-block": "#7f7f7f",
     "bulk": "#1f77b4",
     "recompute": "#ff7f0e",
+    "lru": "#7f7f7f",
+    "ttl": "#ff7f0e",
+    "offload-lru": "#2ca02c",
+    "autellix": "#1f77b4",
+    "ideal": "#9467bd",
 }
 MARKERS: dict[str, str] = {
     "vllm": "v",
@@ -49,9 +54,14 @@ MARKERS: dict[str, str] = {
     "per-block": "s",
     "bulk": "o",
     "recompute": "^",
+    "lru": "s",
+    "ttl": "^",
+    "offload-lru": "v",
+    "autellix": "o",
+    "ideal": "*",
 }
 #: Series drawn prominently (thick solid lines, on top).
-PROMINENT = frozenset({"plas", "atlas", "program-aware", "bulk"})
+PROMINENT = frozenset({"plas", "atlas", "program-aware", "bulk", "autellix"})
 LABELS: dict[str, str] = {
     "vllm": "vLLM 0.6.1 (FCFS, no prefix cache)",
     "fcfs": "FCFS (vLLM-opt)",
@@ -60,17 +70,22 @@ LABELS: dict[str, str] = {
     "atlas": "ATLAS (autellix)",
     "program-aware": "program-aware (autellix)",
     "bulk": "bulk (autellix)",
+    "lru": "LRU (vLLM prefix cache)",
+    "ttl": "TTL (Continuum)",
+    "offload-lru": "offload LRU (vLLM CPU offload)",
+    "autellix": "KV planner (autellix)",
+    "ideal": "ideal (GPU + host, free moves)",
 }
 _METRIC_LABEL = {"mean": "mean", "p50": "P50", "p95": "P95", "p99": "P99"}
 
 
-def _new_figure(panels: int, height: float = 3.4) -> tuple[Figure, list[Axes]]:
+def _new_figure(panels: int, height: float = 3.4, columns: int = 4) -> tuple[Figure, list[Axes]]:
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    cols = min(panels, 4)
+    cols = min(panels, columns)
     rows = max(1, math.ceil(panels / cols))
     fig = Figure(figsize=(max(6.4, 3.9 * cols), height * rows + 0.6), dpi=DPI, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
@@ -163,16 +178,17 @@ def plot_latency(
     metric: str = "mean",
     series_field: str = "scheduler",
     panel_fields: Sequence[str] = ("workload",),
+    columns: int = 4,
     title: str | None = None,
 ) -> Path:
-    """One subplot per workload (per distinct ``panel_fields``): x = arrival rate (programs/s),
-    y = program latency per token (s/token, log scale), one line per ``series_field`` value
-    (scheduler, balancer, swap mode)."""
+    """One subplot per workload (per distinct ``panel_fields``, ``columns`` to a row): x = arrival
+    rate (programs/s), y = program latency per token (s/token, log scale), one line per
+    ``series_field`` value (scheduler, balancer, swap mode, KV policy)."""
     names = FIELD_NAMES.get(series_field, ())
     panels: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for row in sorted(rows, key=lambda r: _panel_key(r, panel_fields)):
         panels.setdefault(tuple(row[f] for f in panel_fields), []).append(row)
-    fig, axes = _new_figure(max(1, len(panels)))
+    fig, axes = _new_figure(max(1, len(panels)), columns=columns)
     key = f"latency_{metric}"
     for ax, (panel, subset) in zip(axes, panels.items(), strict=False):
         if _line_panel(ax, subset, series_field, names, key):
@@ -322,6 +338,18 @@ def plot_all(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], out:
                 series_field="swap",
                 panel_fields=("workload", "scheduler"),
                 title="Mean program latency per token per swap mode",
+            )
+        )
+    if "kv" in by_experiment:
+        sub = by_experiment["kv"]
+        written.append(
+            plot_latency(
+                sub,
+                out / "kv_latency_mean.png",
+                series_field="kv_policy",
+                panel_fields=("workload", "scheduler"),
+                columns=len({r["scheduler"] for r in sub}),  # a row per workload
+                title="Mean program latency per token vs arrival rate, per KV policy",
             )
         )
     return written

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from autellix.bench.plan import EXPERIMENTS, Run
-from autellix.sim.config import BALANCERS, SCHEDULERS, SWAP_MODES, SimConfig
+from autellix.sim.config import BALANCERS, KV_POLICIES, SCHEDULERS, SWAP_MODES, SimConfig
 from autellix.sim.metrics import SimResult
 from autellix.sim.workload import WORKLOADS
 
@@ -20,6 +20,7 @@ FIELD_NAMES: dict[str, tuple[str, ...]] = {
     "scheduler": SCHEDULERS,
     "balancer": BALANCERS,
     "swap": SWAP_MODES,
+    "kv_policy": KV_POLICIES,
 }
 
 
@@ -45,7 +46,7 @@ def ordered(values: Iterable[Any], names: Sequence[str]) -> list[Any]:
 #: Fields of a row that depend on the wall clock, not on the simulation.
 WALL_FIELDS = ("wall_seconds",)
 #: Fields :func:`row_sort_key` orders by name (the rest of the config follows as text).
-_NAMED_FIELDS = ("workload", "rate", "scheduler", "balancer", "swap")
+_NAMED_FIELDS = ("workload", "rate", "scheduler", "balancer", "swap", "kv_policy")
 
 
 def result_row(experiment: str, result: SimResult) -> dict[str, Any]:
@@ -55,7 +56,7 @@ def result_row(experiment: str, result: SimResult) -> dict[str, Any]:
 
 def row_sort_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
     """Deterministic order of rows: experiment, workload, rate, scheduler, balancer, swap mode,
-    then every other config field (never a wall-clock field)."""
+    KV policy, then every other config field (never a wall-clock field)."""
     rest = tuple(str(row.get(name)) for name in SimConfig.field_names() if name not in _NAMED_FIELDS)
     return (
         rank(EXPERIMENTS, row["experiment"]),
@@ -64,6 +65,7 @@ def row_sort_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
         rank(SCHEDULERS, row["scheduler"]),
         rank(BALANCERS, row["balancer"]),
         rank(SWAP_MODES, row["swap"]),
+        rank(KV_POLICIES, row.get("kv_policy")),
         rest,
     )
 

@@ -72,12 +72,15 @@ def run_configs(
 
 
 def describe(config: SimConfig) -> str:
-    """A short label of a run for progress lines: ``lats atlas 0.05/s 4x program-aware``."""
+    """A short label of a run for progress lines: ``lats atlas 0.05/s 4x program-aware``,
+    ``bfcl plas 0.9/s kv autellix``."""
     parts = [config.workload, config.scheduler, f"{config.rate:g}/s"]
     if config.engines > 1:
         parts.append(f"{config.engines}x {config.balancer}")
     if config.swap != SimConfig.swap:  # the default mode goes unsaid
         parts.append(config.swap)
+    if config.kv_policy != SimConfig.kv_policy:
+        parts.append(f"kv {config.kv_policy}")
     return " ".join(parts)
 
 

@@ -11,10 +11,12 @@ from autellix.bench.plan import (
     AUTELLIX_SCHEDULERS,
     BASELINE_BALANCERS,
     BASELINE_SCHEDULERS,
+    KV_BASELINE,
+    KV_LIMIT,
     autellix_policy,
 )
 from autellix.bench.results import num, ordered, rank
-from autellix.sim.config import BALANCERS, SCHEDULERS, SWAP_MODES
+from autellix.sim.config import BALANCERS, KV_POLICIES, SCHEDULERS, SWAP_MODES
 from autellix.sim.workload import WORKLOADS
 
 #: Default latency target = this x the lowest mean latency seen for a workload at its lowest rate.
@@ -31,6 +33,8 @@ _SWAP_FIELDS = (
     "latency_mean",
     "latency_p99",
 )
+#: What :func:`summarize_kv` keeps of each config's row at the rate it reports.
+_KV_FIELDS = ("latency_mean", "latency_p99", "worst_latency", "hit_share", "longest_deferral")
 
 
 def _ratio(numerator: Any, denominator: Any) -> float | None:
@@ -162,8 +166,22 @@ def _throughput_entries(
 def _throughput_ratio(
     tput: Mapping[Any, tuple[float, bool] | None], policy: Any, baseline: Any
 ) -> float | None:
-    tp, tb = tput[policy], tput[baseline]
+    """Throughput at the target of ``policy`` / ``baseline``; ``None`` if either is missing or 0."""
+    tp, tb = tput.get(policy), tput.get(baseline)
     return _ratio(tp[0], tb[0]) if tp and tb else None
+
+
+def _reported_rate(
+    points: Mapping[float, Mapping[str, Any]], tput: tuple[float, bool] | None
+) -> tuple[float | None, bool]:
+    """The swept rate a config's metrics are reported at: the highest one that met the latency
+    target (the last of :func:`throughput_at_target`'s walk), else the highest rate where every
+    program completed. Returns ``(rate or None, whether it met the target)``."""
+    met = [rate for rate in points if tput is not None and rate <= tput[0]]
+    if met:
+        return max(met), True
+    done = [rate for rate, row in points.items() if row["completed"]]
+    return (max(done) if done else None), False
 
 
 def summarize_schedulers(
@@ -251,6 +269,41 @@ def summarize_swap(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"runs": records}
 
 
+def summarize_kv(rows: Sequence[Mapping[str, Any]], latency_target: float | None = None) -> dict[str, Any]:
+    """Per workload x scheduler x KV policy: throughput at the workload's latency target, the
+    latencies, hit share and longest deferral at :func:`_reported_rate`, and the throughput
+    relative to :data:`KV_LIMIT` under the same scheduler and to :data:`KV_BASELINE`."""
+    configs: list[dict[str, Any]] = []
+    for (workload,), rows_of in sorted(
+        group(rows, ["workload"]).items(), key=lambda kv: rank(WORKLOADS, kv[0][0])
+    ):
+        target = latency_target_for(rows_of, latency_target)  # one target for every config
+        tput: dict[tuple[Any, Any], tuple[float, bool] | None] = {}
+        entries: list[dict[str, Any]] = []
+        for (scheduler,), rows_s in sorted(
+            group(rows_of, ["scheduler"]).items(), key=lambda kv: rank(SCHEDULERS, kv[0][0])
+        ):
+            points = _by(rows_s, "kv_policy")
+            common = {"workload": workload, "scheduler": scheduler}
+            tput_s, entries_s = _throughput_entries(
+                points, "kv_policy", KV_POLICIES, target, latency_target is not None, common
+            )
+            for entry in entries_s:
+                policy = entry["kv_policy"]
+                rate, met = _reported_rate(points[policy], tput_s[policy])
+                row = points[policy].get(rate) if rate is not None else None
+                entry.update({"rate": rate, "at_target": met})
+                entry.update({k: (row[k] if row is not None else None) for k in _KV_FIELDS})
+                tput[scheduler, policy] = tput_s[policy]
+            entries += entries_s
+        for entry in entries:
+            config = (entry["scheduler"], entry["kv_policy"])
+            entry["throughput_vs_ideal"] = _throughput_ratio(tput, config, (config[0], KV_LIMIT))
+            entry["throughput_vs_baseline"] = _throughput_ratio(tput, config, KV_BASELINE)
+        configs += entries
+    return {"throughput_at_target": configs}
+
+
 def summarize(rows: Sequence[Mapping[str, Any]], latency_target: float | None = None) -> dict[str, Any]:
     """The headline numbers of every experiment present in ``rows`` (rows of
     :func:`~autellix.bench.results.collect_rows` or :func:`~autellix.bench.results.read_rows`).
@@ -268,6 +321,11 @@ def summarize(rows: Sequence[Mapping[str, Any]], latency_target: float | None = 
     - ``balancers.comparisons``: round-robin and least-loaded vs program-aware, same ratios (the
       reference rate is the highest one where the baseline balancer completed).
     - ``swap.runs``: per-block / bulk swap time, swap copies and mean latency.
+    - ``kv.throughput_at_target``: per workload x scheduler x KV policy (one target per workload),
+      the throughput at the target; at ``rate`` (the highest rate that met the target, else the
+      highest one where every program completed; ``at_target`` says which) the mean / P99 / worst
+      latency, hit share and longest deferral; ``throughput_vs_ideal`` / ``throughput_vs_baseline``
+      = its throughput / the ideal policy's under the same scheduler / fcfs + lru's.
     """
     out: dict[str, Any] = {}
     by_experiment = group(rows, ["experiment"])
@@ -277,4 +335,6 @@ def summarize(rows: Sequence[Mapping[str, Any]], latency_target: float | None = 
         out["balancers"] = summarize_balancers(by_experiment[("balancers",)], latency_target)
     if ("swap",) in by_experiment:
         out["swap"] = summarize_swap(by_experiment[("swap",)])
+    if ("kv",) in by_experiment:
+        out["kv"] = summarize_kv(by_experiment[("kv",)], latency_target)
     return out

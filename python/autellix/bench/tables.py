@@ -6,14 +6,14 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from autellix.bench.plan import autellix_policy
+from autellix.bench.plan import AUTELLIX_KV_POLICY, KV_BASELINE, KV_LIMIT, autellix_policy
 from autellix.bench.results import num, ordered
 from autellix.bench.summary import group
 from autellix.sim.config import BALANCERS, SCHEDULERS
 
 #: Columns of text (left-aligned); numbers are right-aligned.
 _TEXT_COLUMNS = frozenset(
-    {"workload", "scheduler", "balancer", "swap", "policy", "vs", "swap time s by mode"}
+    {"workload", "scheduler", "balancer", "swap", "kv policy", "policy", "vs", "swap time s by mode"}
 )
 
 
@@ -39,7 +39,8 @@ def _table(title: str, columns: Sequence[str]) -> Any:
 def results_table(rows: Sequence[Mapping[str, Any]], experiment: str) -> Any:
     """A rich table of one experiment's rows."""
     rows = [r for r in rows if r["experiment"] == experiment]
-    show_swaps = experiment == "swap" or any(num(r["swaps"]) > 0 for r in rows)
+    kv = experiment == "kv"  # its KV columns take the place of P50 / P95 and the swap columns
+    show_swaps = experiment == "swap" or (not kv and any(num(r["swaps"]) > 0 for r in rows))
     columns: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
         ("workload", lambda r: str(r["workload"])),
         ("rate /s", lambda r: _fmt(r["rate"], "g")),
@@ -51,11 +52,15 @@ def results_table(rows: Sequence[Mapping[str, Any]], experiment: str) -> Any:
         columns.append(("balancer", lambda r: str(r["balancer"])))
     if experiment == "swap":
         columns.append(("swap", lambda r: str(r["swap"])))
+    if kv:
+        columns.append(("kv policy", lambda r: str(r["kv_policy"])))
     columns += [
         ("done", lambda r: f"{r['programs_done']}/{r['programs']}" + ("" if r["completed"] else " ✗")),
         ("mean s/tok", lambda r: _fmt(r["latency_mean"])),
-        ("P50", lambda r: _fmt(r["latency_p50"])),
-        ("P95", lambda r: _fmt(r["latency_p95"])),
+    ]
+    if not kv:
+        columns += [("P50", lambda r: _fmt(r["latency_p50"])), ("P95", lambda r: _fmt(r["latency_p95"]))]
+    columns += [
         ("P99", lambda r: _fmt(r["latency_p99"])),
         ("TTFT mean s", lambda r: _fmt(r["ttft_mean"])),
         ("prog/s", lambda r: _fmt(r["throughput"])),
@@ -66,12 +71,25 @@ def results_table(rows: Sequence[Mapping[str, Any]], experiment: str) -> Any:
             ("copies", lambda r: str(r["swap_copies"])),
             ("swap s", lambda r: _fmt(r["swap_time"])),
         ]
+    if kv:
+        columns += [
+            ("worst s/tok", lambda r: _fmt(r["worst_latency"])),
+            ("hit share", lambda r: _fmt(r["hit_share"], ".3f")),
+            ("offload GB", lambda r: _fmt(r["offloaded_gb"])),
+            ("load GB", lambda r: _fmt(r["loaded_gb"])),
+            ("deferred", lambda r: str(r["deferred_programs"])),
+            ("max defer s", lambda r: _fmt(r["longest_deferral"], ".3g")),
+        ]
     table = _table(
         f"autellix bench: {experiment} (latency = response time / generated tokens)",
         [name for name, _ in columns],
     )
     for row in rows:
-        style = "bold" if row["scheduler"] == autellix_policy(str(row["workload"])) else None
+        if kv:
+            ours = row["kv_policy"] == AUTELLIX_KV_POLICY
+        else:
+            ours = row["scheduler"] == autellix_policy(str(row["workload"]))
+        style = "bold" if ours else None
         table.add_row(*(render(row) for _, render in columns), style=style)
     return table
 
@@ -170,6 +188,51 @@ def _swap_table(runs: Sequence[Mapping[str, Any]]) -> Any:
     return t
 
 
+def _kv_table(entries: Sequence[Mapping[str, Any]]) -> Any:
+    baseline = "+".join(KV_BASELINE)
+    t = _table(
+        "KV policies: throughput at the latency target, and latency at the highest rate meeting it",
+        (
+            "workload",
+            "scheduler",
+            "kv policy",
+            "target s/tok",
+            "throughput@target",
+            "at rate",
+            "mean s/tok",
+            "P99",
+            "worst s/tok",
+            "hit share",
+            "max defer s",
+            f"vs {KV_LIMIT}",
+            f"vs {baseline}",
+        ),
+    )
+    for e in entries:
+        t.add_row(
+            str(e["workload"]),
+            str(e["scheduler"]),
+            str(e["kv_policy"]),
+            _fmt(e["target"]),
+            _fmt(e["throughput"]) + ("+" if e["saturated"] else ""),
+            _fmt(e["rate"], "g") + ("" if e["at_target"] else " !"),
+            _fmt(e["latency_mean"]),
+            _fmt(e["latency_p99"]),
+            _fmt(e["worst_latency"]),
+            _fmt(e["hit_share"], ".3f"),
+            _fmt(e["longest_deferral"], ".3g"),
+            _fmt_ratio(e["throughput_vs_ideal"]),
+            _fmt_ratio(e["throughput_vs_baseline"]),
+            style="bold" if e["kv_policy"] == AUTELLIX_KV_POLICY else None,
+        )
+    t.caption = (
+        "throughput@target in programs/s (+ = met the target at every swept rate, a lower bound); "
+        "! = no rate met the target: the highest rate where every program completed; "
+        f"vs = throughput@target / {KV_LIMIT}'s (same scheduler) / {baseline}'s"
+    )
+    return t
+
+
 def summary_tables(summary: Mapping[str, Any]) -> list[Any]:
     """Rich tables of :func:`~autellix.bench.summary.summarize`'s output."""
     tables: list[Any] = []
@@ -180,4 +243,6 @@ def summary_tables(summary: Mapping[str, Any]) -> list[Any]:
             tables.append(_throughput_table(experiment, part["throughput_at_target"]))
     if "swap" in summary:
         tables.append(_swap_table(summary["swap"]["runs"]))
+    if "kv" in summary:
+        tables.append(_kv_table(summary["kv"]["throughput_at_target"]))
     return tables

@@ -46,21 +46,24 @@ def names(kind: str, valid: Sequence[str], allow_paths: bool = False) -> Callabl
     return _named(kind, parse)
 
 
+def _finite(kind: str, item: str, zero: bool) -> float:
+    """``item`` as a finite number > 0 (>= 0 if ``zero``), or an argparse error naming ``kind``."""
+    try:
+        value = float(item)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{kind} must be a number, got {item!r}") from None
+    if not ((value >= 0 if zero else value > 0) and value != float("inf")):
+        raise argparse.ArgumentTypeError(
+            f"{kind} must be a finite number {'>=' if zero else '>'} 0, got {item!r}"
+        )
+    return value
+
+
 def positive_floats(kind: str) -> Callable[[str], list[float]]:
     """An argparse type: finite numbers > 0, separated by commas."""
 
     def parse(text: str) -> list[float]:
-        out: list[float] = []
-        for item in (part.strip() for part in text.split(",")):
-            if not item:
-                continue
-            try:
-                value = float(item)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{kind} must be a number, got {item!r}") from None
-            if not (value > 0 and value != float("inf")):
-                raise argparse.ArgumentTypeError(f"{kind} must be a finite number > 0, got {item!r}")
-            out.append(value)
+        out = [_finite(kind, item, zero=False) for item in (part.strip() for part in text.split(",")) if item]
         if not out:
             raise argparse.ArgumentTypeError(f"no {kind} given")
         return out
@@ -79,6 +82,11 @@ def positive_float(kind: str) -> Callable[[str], float]:
         return values[0]
 
     return _named(kind, parse)
+
+
+def non_negative_float(kind: str) -> Callable[[str], float]:
+    """An argparse type: one finite number >= 0."""
+    return _named(kind, lambda text: _finite(kind, text.strip(), zero=True))
 
 
 def int_at_least(minimum: int, kind: str) -> Callable[[str], int]:

@@ -12,6 +12,7 @@ from autellix.cli._args import (
     flat,
     int_at_least,
     names,
+    non_negative_float,
     positive_float,
     positive_floats,
     preset_name,
@@ -21,7 +22,7 @@ from autellix.options import doc_of
 
 def register(subparsers: Subparsers) -> None:
     import autellix.bench as bench
-    from autellix.sim.config import BALANCERS, SCHEDULERS, SWAP_MODES, WORKLOADS, SimConfig
+    from autellix.sim.config import BALANCERS, KV_POLICIES, SCHEDULERS, SWAP_MODES, WORKLOADS, SimConfig
 
     quick, full = bench.QUICK, bench.FULL
 
@@ -35,7 +36,7 @@ def register(subparsers: Subparsers) -> None:
     )
     p = subparsers.add_parser(
         "bench",
-        help="sweep the cluster simulator: schedulers, load balancers, swap modes",
+        help="sweep the cluster simulator: schedulers, load balancers, swap modes, KV policies",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=f"""\
 Simulate agent workloads at several arrival rates and compare autellix's policies with the
@@ -48,7 +49,11 @@ experiments (--experiment):
               lats/mixed); default rates are per engine, multiplied by --engines
   swap        one engine, high rates (default sharegpt with plas and mlfq): per-block vs bulk
               swapping vs recompute: swaps, swap copies, swap time, latency
-  all         the three above
+  kv          one engine; workloads x schedulers ({", ".join(bench.KV_SCHEDULERS)}) x KV policies
+              ({", ".join(bench.KV_EXPERIMENT_POLICIES)}) x rates: where idle program contexts go
+              (kept, offloaded to --host-kv-gib of host memory, dropped): hit share, deferrals,
+              worst latency
+  all         the four above
 
 {sizes}
 
@@ -59,11 +64,14 @@ completed. Throughput at a latency target = the highest rate whose mean latency 
 target, walking the rates upwards until one misses it (or does not complete), interpolated
 linearly between the last rate that met it and that miss (a '+' marks sweeps that never
 missed: a lower bound). The default target is {bench.LATENCY_TARGET_FACTOR:g}x the lowest mean latency
-seen for the workload at its lowest rate (per experiment).
+seen for the workload at its lowest rate (per experiment). kv: per workload x scheduler x KV
+policy, throughput at the target, the mean, P99 and worst latency, hit share and longest
+deferral at the highest rate that met it, and the throughput relative to {bench.KV_LIMIT} (same
+scheduler) and to {"+".join(bench.KV_BASELINE)}.
 
 writes into --out: results.csv, results.json (one row per run: the experiment, the run's
-config, its metrics; sorted by experiment, workload, rate, scheduler, balancer, swap mode),
-summary.json, and PNG figures (unless --no-plots).""",
+config, its metrics; sorted by experiment, workload, rate, scheduler, balancer, swap mode,
+KV policy), summary.json, and PNG figures (unless --no-plots).""",
     )
     p.add_argument(
         "--experiment",
@@ -88,7 +96,8 @@ summary.json, and PNG figures (unless --no-plots).""",
         type=names("scheduler", SCHEDULERS),
         metavar="S",
         help=f"schedulers ({', '.join(SCHEDULERS)}); default: all for schedulers, autellix's choice "
-        f"for balancers, {', '.join(bench.SWAP_SCHEDULERS)} for swap",
+        f"for balancers, {', '.join(bench.SWAP_SCHEDULERS)} for swap, "
+        f"{', '.join(bench.KV_SCHEDULERS)} for kv",
     )
     p.add_argument(
         "--balancers",
@@ -104,6 +113,14 @@ summary.json, and PNG figures (unless --no-plots).""",
         metavar="M",
         help=f"swap modes of the swap experiment ({', '.join(SWAP_MODES)}; default: "
         f"{', '.join(bench.SWAP_EXPERIMENT_MODES)}); the other experiments use bulk",
+    )
+    p.add_argument(
+        "--kv-policies",
+        nargs="+",
+        type=names("kv policy", KV_POLICIES),
+        metavar="K",
+        help=f"KV policies of the kv experiment ({', '.join(KV_POLICIES)}; default: "
+        f"{', '.join(bench.KV_EXPERIMENT_POLICIES)}); the other experiments use {SimConfig.kv_policy}",
     )
     p.add_argument(
         "--rates",
@@ -122,6 +139,18 @@ summary.json, and PNG figures (unless --no-plots).""",
     p.add_argument("--seed", type=int_at_least(0, "seed"), default=0, help="workload seed (default: 0)")
     documented(p, SimConfig, "preset", "--preset", type=preset_name, default=None, metavar="NAME")
     documented(p, SimConfig, "swap_results", "--swap-results", metavar="JSON")
+    documented(
+        p, SimConfig, "host_kv_gib", "--host-kv-gib", type=non_negative_float("host KV size"), metavar="GIB"
+    )
+    documented(
+        p,
+        SimConfig,
+        "tool_wait_scale",
+        "--tool-wait-scale",
+        type=non_negative_float("tool wait scale"),
+        default=None,
+        metavar="X",
+    )
     p.add_argument(
         "--engines",
         type=int_at_least(1, "engines"),
@@ -159,7 +188,7 @@ summary.json, and PNG figures (unless --no-plots).""",
         "--quantum",
         type=positive_float("quantum"),
         metavar="SECONDS",
-        help=f"{doc_of(SimConfig, 'quantum')} (default: {SimConfig.quantum:g})",
+        help=f"{doc_of(SimConfig, 'quantum')} (default: the core's ladder)",
     )
     p.set_defaults(handler=run, bench_parser=p)
 
@@ -194,11 +223,14 @@ def run(args: argparse.Namespace) -> int:
         schedulers=flat(args.schedulers),
         balancers=flat(args.balancers),
         swap_modes=flat(args.swap_modes),
+        kv_policies=flat(args.kv_policies),
         rates=rates,
         programs=args.programs,
         seed=args.seed,
         preset=args.preset,
         swap_results=args.swap_results,
+        host_kv_gib=args.host_kv_gib,
+        tool_wait_scale=args.tool_wait_scale,
         engines=args.engines,
         prefix_caching=not args.no_prefix_caching,
         quantum=args.quantum,

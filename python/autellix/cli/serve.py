@@ -43,6 +43,8 @@ def register(subparsers: Subparsers) -> None:
     option("host", "--host")
     option("port", "--port", type=int_at_least(0, "port"))
     option("policy", "--policy", choices=SchedulerConfig.policies())
+    option("first_boundary", "--first-boundary", type=positive_float("first boundary"), metavar="S")
+    option("starvation_beta", "--starvation-beta", type=_beta, metavar="BETA")
     option("preset", "--preset", type=preset_name, metavar="NAME")
     option("time_scale", "--time-scale", type=positive_float("time scale"), metavar="X")
     option("max_running", "--max-running", type=int_at_least(1, "max running"), metavar="N")
@@ -67,7 +69,8 @@ def register(subparsers: Subparsers) -> None:
         "autellix starts `vllm serve MODEL --scheduler-cls autellix.adapters.vllm.AutellixScheduler` on "
         "loopback ports (needs `pip install autellix[vllm]` and a GPU), forwards calls to it with their "
         "program and thread ids, and stops it on exit. Plug-in settings other than --policy come from "
-        "AUTELLIX_* environment variables (see autellix.adapters.settings).",
+        "AUTELLIX_* environment variables (see autellix.adapters.settings), those of "
+        "--first-boundary and --starvation-beta too (AUTELLIX_FIRST_BOUNDARY, AUTELLIX_STARVATION_BETA).",
     )
     option("vllm_model", "--vllm-model", group=vllm, metavar="MODEL")
     option(
@@ -106,6 +109,13 @@ def register(subparsers: Subparsers) -> None:
         "leading -- from being read as an option); --model defaults to --vllm-model with the vllm engine."
     )
     p.set_defaults(handler=run)
+
+
+def _beta(text: str) -> float | None:
+    """``--starvation-beta``: a finite number > 0, or ``none``/``off`` (no promotion)."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    return positive_float("starvation beta")(text)
 
 
 def _api_keys(given: list[str] | None) -> tuple[str, ...]:

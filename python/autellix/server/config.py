@@ -29,6 +29,14 @@ class ServerConfig:
 
     model: str = option("autellix-sim", "the one model name served (/v1/models); others get 404")
     policy: str = option(_CORE.policy, "scheduling policy of the core: fcfs, mlfq, plas or atlas")
+    first_boundary: float | None = option(
+        None,
+        "first MLFQ boundary in seconds of service; the 7 queues double from it "
+        "(SchedulerConfig.ladder); default: the core's ladder",
+    )
+    starvation_beta: float | None = option(
+        _CORE.starvation_beta, "anti-starvation ratio beta (paper section 5); none turns promotion off"
+    )
     preset: str = option(
         "llama3.1-8b-a100", "hardware + model preset of the simulated engine (autellix.sim.cost_model)"
     )
@@ -86,6 +94,7 @@ class ServerConfig:
     def __post_init__(self) -> None:
         for problem in self._problems():
             raise ConfigError(problem)
+        self.scheduler_config()  # the core checks the rest (a ladder that overflows)
 
     def _problems(self) -> list[str]:
         checks = [
@@ -95,6 +104,10 @@ class ServerConfig:
             ),
             (self.preset in PRESETS, f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}"),
             (self.time_scale > 0 and self.program_ttl > 0, "time_scale and program_ttl must be > 0"),
+            (
+                all(v is None or 0 < v < float("inf") for v in (self.first_boundary, self.starvation_beta)),
+                "first_boundary and starvation_beta must be finite and > 0 (or None)",
+            ),
             (
                 min(self.max_running, self.default_max_tokens, self.max_body_bytes) >= 1
                 and self.max_queued >= 0,
@@ -143,5 +156,16 @@ class ServerConfig:
         return VLLM_MAX_INFLIGHT if self.engine == "vllm" else UPSTREAM_MAX_INFLIGHT
 
     def scheduler_config(self) -> SchedulerConfig:
-        """The core's config: :attr:`policy` and :attr:`program_ttl`, the rest the core's defaults."""
-        return SchedulerConfig(self.policy, program_ttl=self.program_ttl)
+        """The core's config: :attr:`policy`, the ladder from :attr:`first_boundary`,
+        :attr:`starvation_beta` and :attr:`program_ttl`; the rest the core's defaults."""
+        boundaries: list[float] | None = None
+        quanta: list[float] | None = None
+        if self.first_boundary is not None:
+            boundaries, quanta = SchedulerConfig.ladder(self.first_boundary)
+        return SchedulerConfig(
+            self.policy,
+            boundaries=boundaries,
+            quanta=quanta,
+            starvation_beta=self.starvation_beta,
+            program_ttl=self.program_ttl,
+        )

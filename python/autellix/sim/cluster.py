@@ -5,11 +5,14 @@ serving path drives) decides every batch.
 Events, in time order (ties: finishes, then arrivals and issued calls, then engine rounds, so
 a round sees everything that happened at its instant):
 
-- a program arrives and issues its root calls (after their tool waits);
+- a program arrives and issues its root calls (after their tool waits), unless the KV planner's
+  admission defers it (kv policy ``autellix``): then it starts when admitted, at the latest when
+  its deferral bound runs out (an admission event);
 - a call is issued: the balancer picks an engine, the core queues it, an idle engine wakes;
 - a call finishes: the core is told, the program's ready children are issued after their
   tool waits, a finished program is ended in the core;
-- an engine round: one scheduler call and up to ``steps_per_schedule`` iterations.
+- an engine round: one scheduler call and up to ``steps_per_schedule`` iterations; an idle
+  engine whose cache a TTL hold fills (kv policy ``ttl``) wakes when the hold ends.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import heapq
 import time
 from collections.abc import Sequence
 
-from autellix._core import Scheduler, SchedulerConfig
+from autellix._core import KvPlanner, Scheduler, SchedulerConfig
 from autellix.balancer import make_balancer
 from autellix.sim import cost_model
 from autellix.sim.config import WORKLOADS, SimConfig
@@ -26,7 +29,7 @@ from autellix.sim.engine import CallRun, Engine, EngineStats
 from autellix.sim.metrics import Distribution, ProgramOutcome, SimResult
 from autellix.sim.spec import ProgramSpec
 
-_FINISH, _ISSUE, _ARRIVE, _ROUND = 0, 1, 2, 3
+_FINISH, _ISSUE, _ARRIVE, _ROUND, _ADMIT, _WAKE = 0, 1, 2, 3, 4, 5
 
 
 def load_programs(config: SimConfig) -> list[ProgramSpec]:
@@ -34,7 +37,9 @@ def load_programs(config: SimConfig) -> list[ProgramSpec]:
     from autellix.sim import trace, workload
 
     if config.workload in WORKLOADS:
-        return workload.generate(config.workload, config.programs, config.rate, config.seed)
+        return workload.generate(
+            config.workload, config.programs, config.rate, config.seed, tool_wait_scale=config.tool_wait_scale
+        )
     programs = trace.load_trace(config.workload)[: config.programs]
     if config.rate > 0:
         programs = trace.with_poisson_arrivals(programs, config.rate, config.seed)
@@ -75,6 +80,7 @@ class Cluster:
             )
         self.preset = preset
         self.core = Scheduler(scheduler or config.scheduler_config())
+        host_blocks = preset.host_kv_blocks(config.host_kv_gib)
         self.engines = [
             Engine(
                 i,
@@ -82,10 +88,15 @@ class Cluster:
                 self.core,
                 max_batch=config.max_batch,
                 swap=config.swap,
+                host_blocks=host_blocks,
+                planner=self._planner(preset, host_blocks),
                 **config.engine_settings(),
             )
             for i in range(config.engines)
         ]
+        #: Program admission (kv policy ``autellix`` on one engine): the engine's planner.
+        self.admission = self.engines[0].kv.planner if config.engines == 1 else None
+        self.deferred_programs: dict[int, _Program] = {}
         self.balancer = make_balancer(config.balancer)
         self.programs: list[_Program] = []
         base = 0
@@ -99,6 +110,17 @@ class Cluster:
         self.calls_done = 0
         for program in self.programs:
             self._push(program.spec.arrival, _ARRIVE, program)
+
+    def _planner(self, preset: cost_model.EnginePreset, host_blocks: int) -> KvPlanner | None:
+        """The core's KV planner of one engine, for kv policy ``autellix``."""
+        if self.config.kv_policy != "autellix" or not self.config.prefix_caching:
+            return None
+        beta = self.core.config.starvation_beta
+        return KvPlanner(
+            host_blocks=host_blocks,
+            admission_blocks=preset.kv_blocks + host_blocks,
+            **({} if beta is None else {"deferral_beta": beta}),
+        )
 
     def _push(self, at: float, kind: int, payload: object) -> None:
         self._seq += 1
@@ -116,10 +138,32 @@ class Cluster:
                 self._issue(*payload)  # type: ignore[misc]
             elif kind == _ARRIVE:
                 self._arrive(payload)  # type: ignore[arg-type]
+            elif kind == _ADMIT:
+                self._admit_deferred()
+            elif kind == _WAKE:
+                engine: Engine = payload  # type: ignore[assignment]
+                if not engine.busy:  # else a round is due anyway
+                    engine.busy = True
+                    self._round(engine)
             else:
                 self._round(payload)  # type: ignore[arg-type]
 
     def _arrive(self, program: _Program) -> None:
+        admission = self.admission
+        if admission is not None and not admission.admit(program.spec.id, self.now, self.engines[0].kv.used):
+            self.deferred_programs[program.spec.id] = program
+            # Wake when its deferral bound runs out even if nothing else happens by then.
+            self._push(self.now + admission.admission_stats(self.now)["bound"], _ADMIT, None)
+            return
+        self._start(program)
+
+    def _admit_deferred(self) -> None:
+        if self.admission is None or not self.deferred_programs:
+            return
+        for pid in self.admission.admissions(self.now, self.engines[0].kv.used):
+            self._start(self.deferred_programs.pop(pid))
+
+    def _start(self, program: _Program) -> None:
         for call in program.spec.calls:
             if not call.parents:
                 self._push(self.now + call.tool_wait, _ISSUE, (program, call.index))
@@ -145,11 +189,14 @@ class Cluster:
             self._push(self.now, _ROUND, engine)
 
     def _round(self, engine: Engine) -> None:
+        self._admit_deferred()
         result = engine.run_round(self.now)
         for at, call in result.finished:
             self._push(at, _FINISH, (engine, call))
         if not result.idle:
             self._push(result.end, _ROUND, engine)
+        elif result.wake is not None:  # queued calls may fit once a TTL hold ends
+            self._push(max(result.wake, self.now), _WAKE, engine)
 
     def _finished(self, payload: tuple[Engine, CallRun]) -> None:
         engine, call = payload
@@ -167,8 +214,11 @@ class Cluster:
         program.calls_left -= 1
         if program.calls_left == 0:
             program.finish = now
+            for e in self.engines:
+                e.end_program(spec.id)
             self.core.end_program(spec.id, now)
             self.balancer.forget(spec.id)
+        self._admit_deferred()
 
 
 #: A run "completes" when every program finishes within this many times the slowest program's
@@ -230,6 +280,13 @@ def _summarise(config: SimConfig, cluster: Cluster, wall: float) -> SimResult:
         for field in totals.__dataclass_fields__:
             setattr(totals, field, getattr(totals, field) + getattr(engine.stats, field))
     tokens = sum(o.output_tokens for o in done)
+    block_gb = cluster.preset.block_size * cluster.preset.kv_bytes_per_token / 1e9
+    admission = (
+        cluster.admission.admission_stats(cluster.now)
+        if cluster.admission is not None
+        else {"deferred": 0, "longest_deferral": 0.0}
+    )
+    nan = float("nan")
     return SimResult(
         config=config,
         completed=len(done) == len(cluster.programs),
@@ -248,6 +305,16 @@ def _summarise(config: SimConfig, cluster: Cluster, wall: float) -> SimResult:
         swap_time=totals.swap_time,
         recomputed_tokens=totals.recomputed_tokens,
         cached_tokens=totals.cached_tokens,
+        reusable_tokens=totals.reusable_tokens,
+        reprefilled_tokens=totals.reprefilled_tokens,
+        hit_share=1.0 - totals.reprefilled_tokens / totals.reusable_tokens if totals.reusable_tokens else nan,
+        offloaded_gb=totals.offloaded_blocks * block_gb,
+        loaded_gb=totals.loaded_blocks * block_gb,
+        prefetched_gb=totals.prefetched_blocks * block_gb,
+        deferred_programs=int(admission["deferred"]),
+        longest_deferral=float(admission["longest_deferral"]),
+        worst_latency=max(latency, default=nan),
+        worst_response=max(response, default=nan),
         iterations=totals.iterations,
         scheduler_steps=totals.scheduler_steps,
         wall_seconds=wall,

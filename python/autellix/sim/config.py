@@ -9,6 +9,7 @@ from autellix._core import SchedulerConfig
 from autellix.balancer import BALANCERS
 from autellix.exceptions import AutellixError, ConfigError
 from autellix.options import option
+from autellix.sim.kv_cache import KV_POLICIES
 from autellix.sim.workload import WORKLOADS
 
 #: ``vllm`` is the paper's "vLLM" baseline: FCFS on an engine configured like vLLM 0.6.1 (no prefix
@@ -21,7 +22,15 @@ SWAP_MODES = ("bulk", "per-block", "recompute")
 #: The core's defaults (starvation beta), shared by every surface.
 _CORE = SchedulerConfig()
 
-__all__ = ["BALANCERS", "SCHEDULERS", "SWAP_MODES", "VLLM_061_ENGINE", "WORKLOADS", "SimConfig"]
+__all__ = [
+    "BALANCERS",
+    "KV_POLICIES",
+    "SCHEDULERS",
+    "SWAP_MODES",
+    "VLLM_061_ENGINE",
+    "WORKLOADS",
+    "SimConfig",
+]
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,9 @@ class SimConfig:
     workload: str = option("sharegpt", "one of the workloads, or the path of a JSONL trace")
     rate: float = option(1.0, "program arrivals per second (Poisson)")
     programs: int = option(1000, "programs per run")
+    tool_wait_scale: float = option(
+        1.0, "multiplies every tool wait of a generated workload (10: tool calls of seconds, not 0.5 s)"
+    )
     seed: int = option(0, "workload seed")
     scheduler: str = option("plas", "vllm (FCFS on a vLLM 0.6.1-like engine) or a core policy")
     balancer: str = option("program-aware", "how calls are spread over the engines")
@@ -58,17 +70,26 @@ class SimConfig:
     prefix_caching: bool = option(
         True, "keep finished calls' KV as an evictable prefix cache (vLLM enable_prefix_caching)"
     )
-    # A simulated call runs for seconds (a 277-token ShareGPT reply at a full batch: ~15 s), not
-    # the core's default tens of milliseconds; 32 s is about two such calls. Smaller values demote
-    # calls mid-reply and preempt them back and forth (see benches/RESULTS.md). ``None`` simulates
-    # the core's default ladder, which ``autellix serve`` and the vLLM plug-in use.
+    # None: the core's default ladder, the one `autellix serve` and the vLLM plug-in run (first
+    # boundary 0.5 s; benches/RESULTS.md, "One scheduler default", says how it was chosen).
     quantum: float | None = option(
-        32.0,
+        None,
         "first MLFQ boundary / quantum in seconds of service; the 7 queues double from it "
         "(SchedulerConfig.ladder(q)); None: the core's default ladder",
     )
     starvation_beta: float | None = option(
         _CORE.starvation_beta, "anti-starvation ratio beta (paper section 5); None turns promotion off"
+    )
+    kv_policy: str = option(
+        "lru",
+        "where idle program contexts go under memory pressure: lru (vLLM prefix caching), ttl "
+        "(Continuum), offload-lru (vLLM CPU offloading), autellix (the core's KV planner and "
+        "program admission), ideal (GPU + host as one free pool: the limit)",
+    )
+    host_kv_gib: float | None = option(
+        None,
+        "host KV tier per engine, GiB (offload-lru, autellix; pooled by ideal); default: half the "
+        "host memory per GPU of the preset's machine",
     )
     horizon: float | None = option(
         None,
@@ -81,6 +102,12 @@ class SimConfig:
             raise ConfigError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
         if self.balancer not in BALANCERS:
             raise ConfigError(f"unknown balancer {self.balancer!r}; choose one of {', '.join(BALANCERS)}")
+        if self.kv_policy not in KV_POLICIES:
+            raise ConfigError(f"unknown kv policy {self.kv_policy!r}; choose one of {', '.join(KV_POLICIES)}")
+        if not (0 <= self.tool_wait_scale < float("inf")):
+            raise ConfigError(f"tool_wait_scale must be a finite number >= 0, got {self.tool_wait_scale!r}")
+        if self.host_kv_gib is not None and not (0 <= self.host_kv_gib < float("inf")):
+            raise ConfigError(f"host_kv_gib must be a finite number >= 0, got {self.host_kv_gib!r}")
         if self.swap not in SWAP_MODES:
             raise ConfigError(f"unknown swap mode {self.swap!r}; choose one of {', '.join(SWAP_MODES)}")
         if not self.rate >= 0 or self.rate == float("inf"):
@@ -109,7 +136,11 @@ class SimConfig:
 
     def engine_settings(self) -> dict[str, Any]:
         """Per-engine settings, with the ``vllm`` baseline's overrides applied."""
-        settings = {"prefix_caching": self.prefix_caching, "steps_per_schedule": self.steps_per_schedule}
+        settings: dict[str, Any] = {
+            "prefix_caching": self.prefix_caching,
+            "steps_per_schedule": self.steps_per_schedule,
+            "kv_policy": self.kv_policy,
+        }
         if self.scheduler == "vllm":
             settings.update(VLLM_061_ENGINE)
         return settings

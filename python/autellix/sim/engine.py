@@ -22,7 +22,7 @@ from autellix.exceptions import ConfigError
 from autellix.sim.kv_cache import KVCache, blocks_for
 
 if TYPE_CHECKING:
-    from autellix._core import Scheduler
+    from autellix._core import KvPlanner, Scheduler
     from autellix.sim.cost_model import EnginePreset
     from autellix.sim.spec import CallSpec
 
@@ -83,6 +83,16 @@ class EngineStats:
     swap_time: float = 0.0
     recomputed_tokens: int = 0
     cached_tokens: int = 0
+    #: Prompt tokens a call could have continued from its parent's context, and of those the
+    #: ones prefilled again because the context was gone.
+    reusable_tokens: int = 0
+    reprefilled_tokens: int = 0
+    #: Calls the core admitted that did not fit the cache after that step's preemptions.
+    deferred_admissions: int = 0
+    #: Idle contexts moved GPU -> host, host -> GPU on demand, and prefetched (blocks).
+    offloaded_blocks: int = 0
+    loaded_blocks: int = 0
+    prefetched_blocks: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +103,8 @@ class Round:
     finished: list[tuple[float, CallRun]]
     #: The batch was empty: nothing to run until a new call arrives.
     idle: bool
+    #: Idle, but memory held by a TTL frees then (``ttl``): run a round at that time.
+    wake: float | None = None
 
 
 class Engine:
@@ -106,6 +118,9 @@ class Engine:
         steps_per_schedule: int,
         swap: str,
         prefix_caching: bool,
+        kv_policy: str = "lru",
+        host_blocks: int = 0,
+        planner: KvPlanner | None = None,
     ) -> None:
         self.index = index
         self.preset = preset
@@ -114,15 +129,29 @@ class Engine:
         self.steps = steps_per_schedule
         self.swap = swap
         self.prefix_caching = prefix_caching
-        self.kv = KVCache(preset.kv_blocks, preset.block_size)
+        self.kv = KVCache(
+            preset.kv_blocks,
+            preset.block_size,
+            policy=kv_policy,
+            host_capacity=host_blocks,
+            planner=planner,
+            prefill_seconds=lambda tokens: preset.step_time(tokens, tokens * tokens / 2, 0, 0),
+        )
+        # Priority of a program for the planner: the attained service its policy ranks by.
+        self._service_field = {"atlas": "critical_path", "plas": "attained_service"}.get(
+            scheduler.config.policy
+        )
+        self._host_link = preset.swap_time(1024, True) / 1024  # seconds per block, bulk
+        self._last_compute = 0.0  # seconds the last round's iterations ran
         # Headroom for what the core's token count does not see: each call's last partial block,
         # a shared prefix entry's partial block, and the tokens it generates during the round.
         headroom = max_batch * (2 + blocks_for(steps_per_schedule, preset.block_size))
-        if headroom >= preset.kv_blocks:
+        if headroom >= self.kv.capacity:
             raise ConfigError(
-                f"{preset.name}: {preset.kv_blocks} KV blocks cannot hold a batch of {max_batch}"
+                f"{preset.name}: {self.kv.capacity} KV blocks cannot hold a batch of {max_batch}"
             )
-        self.kv_budget = (preset.kv_blocks - headroom) * preset.block_size
+        self._headroom = headroom
+        self.kv_budget = (self.kv.capacity - headroom) * preset.block_size
         self.stats = EngineStats()
         self.busy = False
         #: Calls submitted to this engine and not yet finished (the balancer's load); the
@@ -145,9 +174,11 @@ class Engine:
     def run_round(self, now: float) -> Round:
         """Ask the scheduler for a batch at ``now`` and run up to ``steps`` iterations of it."""
         stats = self.stats
+        kv = self.kv
+        kv.expire(now)
         # The core counts every call's whole context; shared prefixes are stored once, so the
-        # budget gets back what the batch double counts.
-        budget = self.kv_budget + self._shared - self.kv.pinned * self.kv.block_size
+        # budget gets back what the batch double counts. Contexts held by a TTL are not free.
+        budget = max(0, self.kv_budget + self._shared - (kv.pinned + kv.retained) * kv.block_size)
         decision = self.scheduler.step(self.index, now, self.max_batch, budget, decoded=self._decoded)
         self._decoded = 0
         stats.scheduler_steps += 1
@@ -167,6 +198,15 @@ class Engine:
         for cid in decision.admitted:
             call = self._calls[cid]
             context = call.prompt + call.generated
+            if not self._fits(call, context):
+                # The core's count took back tokens for prefixes the batch shared when the step
+                # began; a call preempted in this step no longer shares them. It waits for the
+                # next step rather than overflowing the cache.
+                self.scheduler.preempt(cid, now)
+                stats.deferred_admissions += 1
+                continue
+            if call.kv == NEW:  # the queueing an eviction would add again (the ttl policy's B)
+                kv.queueing += 0.05 * (now - call.issued - kv.queueing)
             if call.kv == HOST:
                 swap_in += call.host_blocks
                 stats.swaps += 1
@@ -185,9 +225,13 @@ class Engine:
             self._start(call, context)
         self._grow_blocks()
         # The engine's own scheduling work (vLLM's CPU time per scheduler call) and synchronous
-        # swaps come before the batch runs.
+        # swaps (preemptions, and idle contexts moved to make room or loaded for a call) come
+        # before the batch runs.
         t = now + self.preset.schedule_time(len(decision.running))
         t += self._swap_seconds(swap_out) + self._swap_seconds(swap_in)
+        offload, load = self._context_moves()
+        t += max(0.0, offload - self._last_compute)
+        compute_start = t
         finished: list[tuple[float, CallRun]] = []
         for step in range(self.steps):
             n = len(self._batch)
@@ -206,9 +250,13 @@ class Engine:
             self._context += n
             self._pop_finished(t, finished)
         stats.iterations += self._decoded
+        self._last_compute = t - compute_start
+        t += max(0.0, load - self._last_compute)
+        # Prefetches ride the host link while the batch computes (a separate copy stream).
+        stats.prefetched_blocks += kv.prefetch(int(self._last_compute / self._host_link))
         idle = not decision.running
         self.busy = not idle
-        return Round(t, finished, idle)
+        return Round(t, finished, idle, kv.next_expiry() if idle else None)
 
     # ----------------------------------------------------------------------------- transitions
 
@@ -236,9 +284,9 @@ class Engine:
         self._shared -= call.shared
         return context
 
-    def _unshare(self, call: CallRun) -> None:
+    def _unshare(self, call: CallRun, service: float = 0.0) -> None:
         if call.shared_key is not None:
-            self.kv.unpin(call.shared_key)
+            self.kv.unpin(call.shared_key, service)
         call.shared, call.shared_key = 0, None
 
     def _preempt(self, call: CallRun) -> int:
@@ -258,12 +306,50 @@ class Engine:
     def finish(self, call: CallRun) -> None:
         """``call`` generated its last token: free its blocks, keep its context as a prefix."""
         context = self._stop(call)
+        service = self._priority(call.program)
         if self.prefix_caching:
-            self.kv.remember((call.program, call.spec.index), context, call.id, call.shared_key)
+            self.kv.remember(
+                (call.program, call.spec.index),
+                context,
+                call.id,
+                call.shared_key,
+                program=call.program,
+                thread=call.spec.thread,
+                service=service,
+            )
         else:
             self.kv.release(call.id)
-        self._unshare(call)
+        self._unshare(call, service)
         del self._calls[call.id]
+
+    def end_program(self, program: int) -> None:
+        """Every call of ``program`` finished: the planner frees its contexts. Its service as the
+        anti-starvation rule counts it (ATLAS: critical path, else attained service) trains the
+        deferral bound."""
+        if self.kv.planner is not None:
+            info = self.scheduler.program(program)
+            atlas = self._service_field == "critical_path"
+            self.kv.end_program(program, info.critical_path if atlas else info.attained_service)
+
+    def _priority(self, program: int) -> float:
+        """The program's priority as its policy ranks it (PLAS: attained service, ATLAS: critical
+        path), which weighs its contexts' retention; 0 under FCFS and MLFQ."""
+        if self.kv.planner is None or self._service_field is None:
+            return 0.0
+        return float(getattr(self.scheduler.program(program), self._service_field))
+
+    def _context_moves(self) -> tuple[float, float]:
+        """Seconds of the idle-context moves made since the last round (bulk copies), offloads
+        then loads. Both run on copy streams beside the batch (vLLM's offloading connector and
+        LMCache store and load asynchronously; the two PCIe directions do not compete), so only
+        what exceeds the compute they overlap stalls the batch: an offload overlaps the last
+        round, a load this round (a loaded call's first token still comes after its load)."""
+        kv, stats = self.kv, self.stats
+        stats.offloaded_blocks += kv.offloaded
+        stats.loaded_blocks += kv.loaded
+        moves = self._swap_seconds(kv.offloaded, bulk=True), self._swap_seconds(kv.loaded, bulk=True)
+        kv.offloaded = kv.loaded = 0
+        return moves
 
     def _pop_finished(self, t: float, out: list[tuple[float, CallRun]]) -> None:
         heap = self._finish_at
@@ -292,6 +378,18 @@ class Engine:
                 full = self.kv.held[cid] * size + call.shared - call.prompt - call.generated + call.admit_it
                 heapq.heappush(heap, (full, stint, cid, call))
 
+    def _fits(self, call: CallRun, context: int) -> bool:
+        """Whether ``call`` fits in the blocks no running call holds, pins or has retained, less
+        the headroom its batch grows into this round (a prefix it shares that is pinned already
+        costs nothing more)."""
+        kv = self.kv
+        free = kv.capacity - kv.used - kv.pinned - kv.retained - self._headroom
+        spec = call.spec
+        shared = 0
+        if call.kv != HOST and self.prefix_caching and spec.prefix_tokens and spec.parents:
+            shared = kv.pinned_hit((call.program, spec.parents[0]), spec.prefix_tokens)
+        return blocks_for(context - shared, kv.block_size) <= free
+
     def _share_prefix(self, call: CallRun) -> int:
         """Tokens of the call's prompt found in the prefix cache, which it now shares."""
         spec = call.spec
@@ -299,15 +397,18 @@ class Engine:
             return 0
         key = (call.program, spec.parents[0])
         hit = self.kv.lookup(key, spec.prefix_tokens)
+        if call.generated == 0 and call.kv == NEW:
+            self.stats.reusable_tokens += spec.prefix_tokens
+            self.stats.reprefilled_tokens += spec.prefix_tokens - hit
         if hit:
-            self.kv.pin(key)
+            self.kv.pin(key, call.issued)
             call.shared, call.shared_key = hit, key
         return hit
 
-    def _swap_seconds(self, blocks: int) -> float:
-        if blocks == 0 or self.swap == "recompute":
+    def _swap_seconds(self, blocks: int, bulk: bool | None = None) -> float:
+        if blocks == 0 or (bulk is None and self.swap == "recompute"):
             return 0.0
-        bulk = self.swap == "bulk"
+        bulk = self.swap == "bulk" if bulk is None else bulk
         seconds = self.preset.swap_time(blocks, bulk)
         self.stats.swap_time += seconds
         self.stats.swap_copies += self.preset.swap_copies(blocks, bulk)

@@ -82,6 +82,21 @@ class SimResult:
     recomputed_tokens: int
     #: Prompt tokens served from the prefix cache.
     cached_tokens: int
+    #: Prompt tokens a call could continue from its parent's context, and those prefilled again
+    #: because the context was gone; ``hit_share`` = 1 - re-prefilled / reusable.
+    reusable_tokens: int
+    reprefilled_tokens: int
+    hit_share: float
+    #: Idle program contexts moved to the host tier, loaded back on demand, prefetched (GB).
+    offloaded_gb: float
+    loaded_gb: float
+    prefetched_gb: float
+    #: New programs deferred by admission, and the longest deferral (s).
+    deferred_programs: int
+    longest_deferral: float
+    #: The worst finished program's latency (s/token) and response time (s).
+    worst_latency: float
+    worst_response: float
     #: Engine iterations and scheduler calls over all engines.
     iterations: int
     scheduler_steps: int

@@ -120,7 +120,7 @@ def crosscheck_cycle(py_cls: type[PyPlasQueue | PyPlas], seed: int, cycles: int 
             return Check([f"cycle {i}: autellix admitted {a}, {py_cls.__name__} {b}"], "")
         assert b is not None  # a == [b]: the core admitted a call
         queued -= 1
-        now += rng.random() * 0.2
+        now += rng.random() * 4 * cfg.boundaries[0]  # services on the ladder's scale
         rs.finish(b, now)
         py.complete(b, now)
     summary = f"{cycles} cycles, calls entered levels {sorted(levels)}"

@@ -73,6 +73,8 @@ class Hardware:
     mfu: float
     #: Achievable fraction of hbm_bandwidth (memory bandwidth utilisation).
     mbu: float = MBU
+    #: Host memory per GPU: the node's RAM divided by its GPUs (bytes); a host KV tier uses a share.
+    host_memory: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ A100_SXM4_80GB = Hardware(
     # Calibrated: Llama-3-8B prefill of 1369 tokens in one iteration, vLLM 0.6.0 (Lambda
     # TTFT in PUBLISHED_MEASUREMENTS): 0.492, rounded.
     mfu=0.49,
+    host_memory=int(170e9),  # GCP a2-ultragpu-8g (the paper's machine): 1360 GB RAM / 8 GPUs
 )
 
 H100_SXM5_80GB = Hardware(
@@ -168,6 +171,7 @@ H100_SXM5_80GB = Hardware(
     # Calibrated on the same prefill as the A100 (Lambda TTFT): 0.320. Lower than the A100's:
     # the tensor cores grew 3.2x but the measured prefill got only 2.0x faster.
     mfu=0.32,
+    host_memory=int(234e9),  # GCP a3-highgpu-8g: 1872 GB RAM / 8 GPUs
 )
 
 #: H200: the H100 die with HBM3e; used only to compare with vLLM's CI benchmarks (run on H200).
@@ -181,6 +185,7 @@ H200_SXM_141GB = Hardware(
     nvlink_bandwidth=450e9,  # datasheet: NVLink 900 GB/s total
     allreduce_latency=8.5e-6,  # as H100
     mfu=0.32,  # as H100 (same compute)
+    host_memory=int(369e9),  # GCP a3-ultragpu-8g: 2952 GB RAM / 8 GPUs
 )
 
 #: A100 40 GB: used only for one community measurement (A100 40GB, vLLM 0.23).
@@ -194,6 +199,7 @@ A100_SXM4_40GB = Hardware(
     nvlink_bandwidth=300e9,
     allreduce_latency=10e-6,
     mfu=0.49,  # as A100 80GB (same compute)
+    host_memory=int(85e9),  # GCP a2-highgpu-8g: 680 GB RAM / 8 GPUs
 )
 
 HARDWARE: dict[str, Hardware] = {

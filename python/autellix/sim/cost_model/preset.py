@@ -18,10 +18,15 @@ from autellix.sim.cost_model.hardware import (
     NON_KV_RESERVE_BYTES,
     SCHEDULE_OVERHEAD_PER_SEQ_S,
     SCHEDULE_OVERHEAD_S,
+    GiB,
     Hardware,
     Model,
 )
 from autellix.sim.cost_model.swap import SwapCosts, load_swap_costs
+
+#: Share of the host memory a host KV tier takes by default: the rest stays for the OS, the
+#: serving process, pinned staging buffers and page cache [inference].
+HOST_KV_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,12 @@ class EnginePreset:
         per_gpu -= -(-self.model.weight_bytes // tp) + NON_KV_RESERVE_BYTES
         block_bytes_per_gpu = self.block_size * self.kv_bytes_per_token // tp
         return max(0, per_gpu // block_bytes_per_gpu)
+
+    def host_kv_blocks(self, gib: float | None = None) -> int:
+        """Blocks of a host KV tier of ``gib`` GiB (default: :data:`HOST_KV_SHARE` of the host
+        memory of the engine's GPUs)."""
+        size = HOST_KV_SHARE * self.hardware.host_memory * self.tensor_parallel if gib is None else gib * GiB
+        return int(size // (self.block_size * self.kv_bytes_per_token))
 
     @property
     def kv_tokens(self) -> int:
