@@ -3,7 +3,9 @@
 //! Every LLM call carries its program and thread identity; the [`ProgramTable`] tracks each
 //! program's attained service, waiting time and critical path; a [`Policy`] (FCFS, MLFQ, PLAS or
 //! ATLAS) ranks calls, discretized into a multi-level feedback queue with anti-starvation; and
-//! [`Scheduler::step`] returns, per engine step, which calls run and which are preempted.
+//! [`Scheduler::step`] returns, per engine step, which calls run and which are preempted. The
+//! [`KvPlanner`] decides where idle program contexts live across tool waits (GPU, host, dropped)
+//! and which new programs are let in.
 //!
 //! Time is passed in by the caller (no wall clock inside), so every run is deterministic. Every
 //! per-call operation is O(log n); a step costs O(batch + due events · log n).

@@ -16,12 +16,12 @@ def test_quick_and_full_presets_cover_every_workload() -> None:
     assert bench.FULL.programs == 1000
     assert all(len(r) == 6 for r in bench.FULL.rates.values())
     assert all(2 <= len(r) <= 3 for r in bench.QUICK.rates.values())
-    for sweep, count in ((bench.QUICK, 3), (bench.FULL, 5)):
+    for sweep, count in ((bench.QUICK, 3), (bench.FULL, 6)):
         assert set(sweep.kv_rates) == set(bench.DEFAULT_WORKLOADS["kv"]) == set(WORKLOADS)
         assert all(len(r) == count and list(r) == sorted(r) for r in sweep.kv_rates.values())
         assert sweep.rates_for("kv", "bfcl") == sweep.kv_rates["bfcl"]
-    assert bench.QUICK.kv_rates["lats"] == (0.05, 0.07, 0.09)
-    assert bench.FULL.kv_rates["sharegpt"] == (0.8, 1.2, 1.6, 2.0, 2.4)
+    assert bench.QUICK.kv_rates["lats"] == (0.05, 0.08, 0.11)
+    assert bench.FULL.kv_rates["sharegpt"] == (1.2, 1.6, 2.0, 2.4, 2.8, 3.2)
 
 
 def test_plan_default_is_every_workload_scheduler_and_rate() -> None:

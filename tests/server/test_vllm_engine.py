@@ -10,6 +10,7 @@ machine (exit at start, reported) is in ``tests/vllm/test_serve_engine.py``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -19,7 +20,9 @@ from dataclasses import replace
 import httpx
 import pytest
 
+from autellix.adapters.settings import PluginSettings
 from autellix.exceptions import VllmStartError
+from autellix.server.config import ServerConfig
 from autellix.server.engines.vllm import SCHEDULER_CLS, VllmEngine, VllmLaunch
 
 from .conftest import MODEL, MSG, wait_for
@@ -42,8 +45,23 @@ def test_launch_command_runs_the_plugin() -> None:
     options = dict(zip(argv[5:-1:2], argv[6::2], strict=False))
     assert options["--port"] == "8123" and options["--host"] == "127.0.0.1"
     assert options["--served-model-name"] == "name" and options["--scheduler-cls"] == SCHEDULER_CLS
-    assert options["--additional-config"] == '{"autellix": {"policy": "atlas", "program_ttl": 60}}'
+    plugin = json.loads(options["--additional-config"])["autellix"]
+    assert plugin == {"policy": "atlas", "program_ttl": 60, "first_boundary": None, "starvation_beta": 8.0}
+    # The plug-in reads exactly what the queue in front runs.
+    assert PluginSettings.load(plugin, environ={}).scheduler_config() == launch.scheduler_config()
     assert argv[-1] == "--enforce-eager"  # the user's arguments come last: they win
+
+
+def test_ladder_and_beta_reach_the_plugin() -> None:
+    config = ServerConfig(engine="vllm", vllm_model="m", first_boundary=2.0, starvation_beta=None)
+    launch = VllmLaunch.from_config(config)
+    plugin = json.loads(
+        dict(zip(launch.argv(1)[5:-1:2], launch.argv(1)[6::2], strict=False))["--additional-config"]
+    )
+    settings = PluginSettings.load(plugin["autellix"], environ={})
+    assert settings.scheduler_config() == config.scheduler_config() == launch.scheduler_config()
+    assert config.scheduler_config().boundaries[0] == 2.0
+    assert config.scheduler_config().starvation_beta is None
 
 
 def test_replicas_get_their_own_gpus() -> None:

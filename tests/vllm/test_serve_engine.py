@@ -36,8 +36,14 @@ def test_vllm_takes_the_plugin_and_a_failed_start_is_reported(tmp_path: Path) ->
     assert done.returncode != 0
     taken = next(line for line in err.splitlines() if "non-default args" in line)
     assert f"'scheduler_cls': '{SCHEDULER_CLS}'" in taken
-    ttl = SchedulerConfig().program_ttl
-    assert f"'additional_config': {{'autellix': {{'policy': 'atlas', 'program_ttl': {ttl!r}}}}}" in taken
+    core = SchedulerConfig()
+    plugin = {
+        "policy": "atlas",
+        "program_ttl": core.program_ttl,
+        "first_boundary": None,
+        "starvation_beta": core.starvation_beta,
+    }
+    assert f"'additional_config': {{'autellix': {plugin!r}}}" in taken
     assert "'max_model_len': 512" in taken and f"'served_model_name': ['{model}']" in taken
     assert "vllm 0 exited with code 1 before it was ready" in err
     assert "Should have a `model_type` key" in err  # vLLM's own reason, relayed

@@ -604,24 +604,7 @@ impl KvPlanner {
     }
 
     fn offload(&mut self, context: ContextId, plan: &mut Vec<KvAction>) {
-        let (blocks, parent) = {
-            let c = &self.contexts[&context];
-            (c.blocks, c.parent)
-        };
-        plan.push(KvAction {
-            context,
-            action: Move::Offload,
-            from: Tier::Gpu,
-            blocks,
-        });
-        self.stats.offloads += 1;
-        self.stats.offloaded_blocks += blocks;
-        self.update(context, |c| c.tier = Tier::Host);
-        self.gpu_used -= blocks;
-        self.host_used += blocks;
-        if let Some(p) = parent {
-            self.update(p, |c| c.gpu_children -= 1);
-        }
+        self.move_to(context, Tier::Host, plan);
     }
 
     /// Moves `context` and the part of its chain on the host to the GPU, root first.
@@ -637,24 +620,45 @@ impl KvPlanner {
             at = c.parent;
         }
         for &id in chain.iter().rev() {
-            let (blocks, parent) = {
-                let c = &self.contexts[&id];
-                (c.blocks, c.parent)
-            };
-            plan.push(KvAction {
-                context: id,
-                action: Move::Load,
-                from: Tier::Host,
-                blocks,
-            });
-            self.stats.loads += 1;
-            self.stats.loaded_blocks += blocks;
-            self.update(id, |c| c.tier = Tier::Gpu);
-            self.host_used -= blocks;
-            self.gpu_used += blocks;
-            if let Some(p) = parent {
-                self.update(p, |c| c.gpu_children += 1);
+            self.move_to(id, Tier::Gpu, plan);
+        }
+    }
+
+    /// One bulk copy of `context` to the other tier: the plan, the counters, the tier totals and
+    /// its parent's count of GPU children.
+    fn move_to(&mut self, context: ContextId, to: Tier, plan: &mut Vec<KvAction>) {
+        let (blocks, parent) = {
+            let c = &self.contexts[&context];
+            (c.blocks, c.parent)
+        };
+        let (action, from) = match to {
+            Tier::Host => {
+                self.stats.offloads += 1;
+                self.stats.offloaded_blocks += blocks;
+                self.gpu_used -= blocks;
+                self.host_used += blocks;
+                (Move::Offload, Tier::Gpu)
             }
+            Tier::Gpu => {
+                self.stats.loads += 1;
+                self.stats.loaded_blocks += blocks;
+                self.host_used -= blocks;
+                self.gpu_used += blocks;
+                (Move::Load, Tier::Host)
+            }
+        };
+        plan.push(KvAction {
+            context,
+            action,
+            from,
+            blocks,
+        });
+        self.update(context, |c| c.tier = to);
+        if let Some(p) = parent {
+            self.update(p, |c| match to {
+                Tier::Gpu => c.gpu_children += 1,
+                Tier::Host => c.gpu_children -= 1,
+            });
         }
     }
 

@@ -68,9 +68,9 @@ def register(subparsers: Subparsers) -> None:
         "vllm engine",
         "autellix starts `vllm serve MODEL --scheduler-cls autellix.adapters.vllm.AutellixScheduler` on "
         "loopback ports (needs `pip install autellix[vllm]` and a GPU), forwards calls to it with their "
-        "program and thread ids, and stops it on exit. Plug-in settings other than --policy come from "
-        "AUTELLIX_* environment variables (see autellix.adapters.settings), those of "
-        "--first-boundary and --starvation-beta too (AUTELLIX_FIRST_BOUNDARY, AUTELLIX_STARVATION_BETA).",
+        "program and thread ids, and stops it on exit. --policy, --first-boundary, --starvation-beta and "
+        "--program-ttl reach the plug-in; its other settings come from AUTELLIX_* environment variables "
+        "(see autellix.adapters.settings).",
     )
     option("vllm_model", "--vllm-model", group=vllm, metavar="MODEL")
     option(

@@ -94,7 +94,9 @@ class Cluster:
             )
             for i in range(config.engines)
         ]
-        #: Program admission (kv policy ``autellix`` on one engine): the engine's planner.
+        #: Program admission (kv policy ``autellix`` on one engine): the engine's planner. With
+        #: several engines a program is admitted before the balancer places its calls, so there
+        #: is no one planner to ask; each engine's planner still places its contexts.
         self.admission = self.engines[0].kv.planner if config.engines == 1 else None
         self.deferred_programs: dict[int, _Program] = {}
         self.balancer = make_balancer(config.balancer)

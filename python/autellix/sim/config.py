@@ -83,8 +83,8 @@ class SimConfig:
     kv_policy: str = option(
         "lru",
         "where idle program contexts go under memory pressure: lru (vLLM prefix caching), ttl "
-        "(Continuum), offload-lru (vLLM CPU offloading), autellix (the core's KV planner and "
-        "program admission), ideal (GPU + host as one free pool: the limit)",
+        "(Continuum), offload-lru (vLLM CPU offloading), autellix (the core's KV planner, and program "
+        "admission on a one-engine cluster), ideal (GPU + host as one free pool: the limit)",
     )
     host_kv_gib: float | None = option(
         None,

@@ -173,6 +173,7 @@ class KVCache:
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         #: prefix key -> entry on the host, least recently used first
         self._host: OrderedDict[Hashable, _Entry] = OrderedDict()
+        #: planner context -> prefix key (``autellix``)
         self._ids: dict[int, Hashable] = {}
         self._ttl = TtlEstimator()
         self._expiry: list[tuple[float, int, Hashable]] = []
@@ -217,9 +218,9 @@ class KVCache:
         entry = _Entry(tokens, blocks, parent, call)
         entry.idle_since = self.now
         self._entries[key] = entry
-        self._ids[call] = key
         self.cached += blocks
         if self.planner is not None:
+            self._ids[call] = key
             parent_id = self._entries[parent].context if parent is not None else None
             self.planner.insert(
                 call, program, self.now, blocks=blocks, thread=thread, parent=parent_id, service=service
@@ -232,11 +233,7 @@ class KVCache:
         """Tokens of a ``prefix_tokens``-long prefix found under ``key`` (whole blocks only), on
         either tier (:meth:`pin` loads what is on the host)."""
         entry = self._entries.get(key) or self._host.get(key)
-        if entry is None or prefix_tokens <= 0:
-            return 0
-        if blocks_for(entry.tokens, self.block_size) > blocks_for(prefix_tokens, self.block_size):
-            # A cut history uses only part of the entry, but pinning holds all of it: blocks the
-            # scheduler's token count would not cover. Such calls prefill (rare: > 32k contexts).
+        if entry is None:
             return 0
         at = entry
         while at.parent is not None:
@@ -245,19 +242,23 @@ class KVCache:
                 return 0  # the chain is broken
             at = parent
         self._touch(key)
-        hit = min(prefix_tokens, entry.tokens)
-        return hit - hit % self.block_size
+        return self._hit(entry, prefix_tokens)
 
     def pinned_hit(self, key: Hashable, prefix_tokens: int) -> int:
         """Tokens of the prefix a call would share from entry ``key`` if running calls pin it
         already (then sharing it costs no block), else 0."""
         entry = self._entries.get(key)
-        if entry is None or entry.refs == 0 or prefix_tokens <= 0:
-            return 0
-        if blocks_for(entry.tokens, self.block_size) > blocks_for(prefix_tokens, self.block_size):
+        return 0 if entry is None or entry.refs == 0 else self._hit(entry, prefix_tokens)
+
+    def _hit(self, entry: _Entry, prefix_tokens: int) -> int:
+        """Whole-block tokens of a ``prefix_tokens``-long prefix that ``entry`` gives; 0 if the
+        prompt uses only part of it (a cut history: pinning the entry would hold blocks the
+        scheduler's token count does not cover; rare, > 32k contexts)."""
+        size = self.block_size
+        if prefix_tokens <= 0 or blocks_for(entry.tokens, size) > blocks_for(prefix_tokens, size):
             return 0
         hit = min(prefix_tokens, entry.tokens)
-        return hit - hit % self.block_size
+        return hit - hit % size
 
     def pin(self, key: Hashable, arrived: float = 0.0) -> None:
         """A running call, which arrived at ``arrived``, shares entry ``key`` (and its chain): load
@@ -331,14 +332,8 @@ class KVCache:
         """``autellix``: the program ended; its entries are freed at once."""
         if self.planner is None:
             return
-        for context, _, tier, blocks in self.planner.end_program(program, service=service):
-            key = self._ids.pop(context)
-            table = self._entries if tier == GPU else self._host
-            del table[key]
-            if tier == GPU:
-                self.cached -= blocks
-            else:
-                self.host_cached -= blocks
+        for context, _, tier, _ in self.planner.end_program(program, service=service):
+            self._forget(context, tier)
 
     def entries(self) -> int:
         """Prefix entries held, on either tier."""
@@ -419,12 +414,15 @@ class KVCache:
             elif action == "load":
                 self._to_gpu(key)
             else:
-                del self._ids[context]
-                entry = (self._entries if tier == GPU else self._host).pop(key)
-                if tier == GPU:
-                    self.cached -= entry.blocks
-                else:
-                    self.host_cached -= entry.blocks
+                self._forget(context, tier)
+
+    def _forget(self, context: int, tier: str) -> None:
+        """Remove the entry of planner context ``context`` from ``tier`` (dropped or ended)."""
+        entry = (self._entries if tier == GPU else self._host).pop(self._ids.pop(context))
+        if tier == GPU:
+            self.cached -= entry.blocks
+        else:
+            self.host_cached -= entry.blocks
 
     def _drop(self, key: Hashable) -> None:
         entry = self._entries.get(key)

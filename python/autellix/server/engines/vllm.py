@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from autellix._core import SchedulerConfig
+from autellix.adapters.settings import PluginSettings
 from autellix.exceptions import ConfigError, VllmStartError
 from autellix.server.config import VLLM_MAX_INFLIGHT, ServerConfig
 from autellix.server.engines.upstream import UpstreamEngine
@@ -65,6 +66,10 @@ class VllmLaunch:
     policy: str = _CORE.policy
     #: seconds an idle program stays in the plug-in's process table
     program_ttl: float = _CORE.program_ttl
+    #: first MLFQ boundary of the ladder (``None``: the core's default ladder)
+    first_boundary: float | None = None
+    #: anti-starvation beta (``None``: promotion off)
+    starvation_beta: float | None = _CORE.starvation_beta
     #: extra ``vllm serve`` arguments, e.g. ``("--max-num-seqs", "128")``
     args: tuple[str, ...] = ()
     #: vLLM servers started; calls are balanced over them
@@ -84,19 +89,38 @@ class VllmLaunch:
             served_name=config.model,
             policy=config.policy,
             program_ttl=config.program_ttl,
+            first_boundary=config.first_boundary,
+            starvation_beta=config.starvation_beta,
             args=config.vllm_args,
             replicas=config.vllm_replicas,
             gpus_per_replica=config.vllm_gpus_per_replica,
             startup_timeout=config.vllm_startup_timeout,
         )
 
+    def plugin_settings(self) -> PluginSettings:
+        """What the plug-in is told (its ``--additional-config``)."""
+        return PluginSettings(
+            policy=self.policy,
+            first_boundary=self.first_boundary,
+            starvation_beta=self.starvation_beta,
+            program_ttl=self.program_ttl,
+        )
+
     def scheduler_config(self) -> SchedulerConfig:
         """The config of the plug-in's core, which autellix's queue in front shares."""
-        return SchedulerConfig(self.policy, program_ttl=self.program_ttl)
+        return self.plugin_settings().scheduler_config()
 
     def argv(self, port: int) -> list[str]:
         """The ``vllm serve`` command line of the server on ``port``."""
-        plugin = {"autellix": {"policy": self.policy, "program_ttl": self.program_ttl}}
+        settings = self.plugin_settings()
+        plugin = {
+            "autellix": {
+                "policy": settings.policy,
+                "program_ttl": settings.program_ttl,
+                "first_boundary": settings.first_boundary,
+                "starvation_beta": settings.starvation_beta,
+            }
+        }
         return [
             sys.executable,
             "-m",
