@@ -19,7 +19,7 @@ from autellix.testing import quiet
 GOAL_OVERHEAD = 0.05
 #: the autellix side's clock advances this much per step
 OVERHEAD_TICK_S = 0.025
-#: the autellix side's ladder: the simulator's (first boundary and quantum 32 s), which no call
+#: the autellix side's ladder: first boundary and quantum 32 s (the simulator's until issue 14), which no call
 #: outlasts during the measurement at 25 ms per step, so nothing is demoted: a steady step
 _LADDER = SimConfig(quantum=32.0).scheduler_config()
 OVERHEAD_LADDER = {"quanta": list(_LADDER.quanta), "boundaries": list(_LADDER.boundaries)}

@@ -48,8 +48,8 @@ How the simulator is set up to model the server's ``SimEngine`` (``autellix/serv
 * no prefix caching (the server's engine keeps no KV between calls: every call prefills its whole
   prompt), and ``swap="recompute"`` (a call the server preempts keeps no KV: it is prefilled again,
   prompt plus tokens so far, when readmitted);
-* the core's default ``SchedulerConfig`` (quanta from 25 ms, boundaries 50 ms ... 1.6 s, starvation
-  beta 8), which the server uses, instead of ``SimConfig``'s 32 s quantum;
+* the core's default ``SchedulerConfig`` (boundaries 0.5 ... 16 s, quanta 0.5, 0.5, 1 ... 16 s,
+  starvation beta 8), which the server and, since issue 14, ``SimConfig`` use;
 * no scheduler CPU time per round (the simulator's ``schedule_time``): the server's iteration is
   the cost model's ``step_time`` only.
 

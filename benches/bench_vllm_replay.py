@@ -56,7 +56,7 @@ engine: one engine of the same preset, ``max_batch`` = ``max_num_seqs``, one sch
 iteration (``steps_per_schedule=1``), prefix caching on, ``swap="recompute"`` (vLLM drops a
 preempted request's KV and recomputes it), no scheduler CPU time per round (the replay's clock is
 the cost model's ``step_time`` only), and the core configured exactly as the plug-in configures it
-(``PluginSettings(...).scheduler_config()``: the core's default quanta from 25 ms, beta 8) for
+(``PluginSettings(...).scheduler_config()``: the core's default ladder from 0.5 s, beta 8) for
 every policy. Reported: per side and policy the latency per token; per side the ratio
 FCFS / policy (> 1: the policy beats FCFS); and the *fraction of the simulator's improvement* that
 vLLM keeps, ``(vllm_ratio - 1) / (sim_ratio - 1)`` for mean and P99. Goal: the same direction and

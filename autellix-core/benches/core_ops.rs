@@ -59,9 +59,22 @@ const CALLS_PER_PROGRAM: usize = 10;
 const BATCH: u32 = 256;
 /// KV budget that never binds.
 const KV_BUDGET: u64 = 1 << 40;
-/// Attained service giving a program queue 0..6 under the default boundaries
+/// Attained service giving a program queue 0..6 under [`bench_config`]'s boundaries
 /// (2, 4, 8, 16, 32, 64 decode steps of 25 ms), each well inside its bin.
 const LEVEL_SERVICE: [f64; 7] = [0.01, 0.075, 0.15, 0.3, 0.6, 1.2, 2.4];
+/// PLAS on the ladder of 2, 4, ..., 64 decode steps (the third-party one, the default until issue
+/// 14): programs spread over all 7 queues and, at one decode step per engine step, calls are
+/// demoted and promoted every few steps. The default 0.5 s ladder would leave that work out.
+fn bench_config() -> SchedulerConfig {
+    let step = DECODE_STEP_SECONDS;
+    let (boundaries, quanta) = SchedulerConfig::ladder(2.0 * step, 7, step).unwrap();
+    SchedulerConfig {
+        boundaries,
+        quanta,
+        ..SchedulerConfig::new(PolicyKind::Plas)
+    }
+}
+
 /// Clock advance per call operation: small enough that no quantum or starvation deadline falls
 /// due while a state lives.
 const OP_DT: f64 = 1e-8;
@@ -99,7 +112,7 @@ impl World {
     fn build(n_queued: usize, batch: u32) -> Self {
         let live = n_queued + batch as usize;
         let programs = (live / CALLS_PER_PROGRAM).max(LEVEL_SERVICE.len()) as u64;
-        let mut sched = Scheduler::new(SchedulerConfig::new(PolicyKind::Plas)).unwrap();
+        let mut sched = Scheduler::new(bench_config()).unwrap();
         // Warm calls (id = program id): run all at t = 0, finish each at its level's service.
         for p in 0..programs {
             sched.submit(&CallSpec::new(p, p), 0.0).unwrap();

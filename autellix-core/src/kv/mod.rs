@@ -8,11 +8,12 @@
 //!
 //! Held contexts are *soft*: the caller asks [`KvPlanner::reclaim`] for blocks whenever a running
 //! call needs memory, and gets every idle GPU block if it must. The planner picks the victims by
-//! predicted next use, weighted by the program's priority (Belady, `KVFlow`: the context needed
-//! last goes first; a program with more attained service will wait longer in the scheduler's
-//! queues when it returns, so its context is worth less now), offloads them to the host tier in
-//! one bulk copy while the host has room, and drops what the host cannot hold, again the latest
-//! first. [`KvPlanner::prefetch`] brings host contexts back before their predicted return.
+//! predicted next use (Belady, `KVFlow`: the context needed last goes first), optionally stretched
+//! by the program's PLAS/ATLAS priority ([`KvConfig::priority_scale`]: a program with more
+//! attained service waits longer in the scheduler's queues when it returns; off by default, as it
+//! measured worse), offloads them to the host tier in one bulk copy while the host has room, and
+//! drops what the host cannot hold, again the latest first. [`KvPlanner::prefetch`] brings host
+//! contexts back before their predicted return.
 //!
 //! The gap until a context's next use is learned online ([`gap`]). A context not used by its
 //! predicted time is re-predicted as "as long again as it has already waited" (heavy-tailed

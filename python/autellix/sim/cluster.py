@@ -99,6 +99,7 @@ class Cluster:
         #: is no one planner to ask; each engine's planner still places its contexts.
         self.admission = self.engines[0].kv.planner if config.engines == 1 else None
         self.deferred_programs: dict[int, _Program] = {}
+        self._admission_wake_pending = False
         self.balancer = make_balancer(config.balancer)
         self.programs: list[_Program] = []
         base = 0
@@ -141,6 +142,7 @@ class Cluster:
             elif kind == _ARRIVE:
                 self._arrive(payload)  # type: ignore[arg-type]
             elif kind == _ADMIT:
+                self._admission_wake_pending = False
                 self._admit_deferred()
             elif kind == _WAKE:
                 engine: Engine = payload  # type: ignore[assignment]
@@ -154,8 +156,7 @@ class Cluster:
         admission = self.admission
         if admission is not None and not admission.admit(program.spec.id, self.now, self.engines[0].kv.used):
             self.deferred_programs[program.spec.id] = program
-            # Wake when its deferral bound runs out even if nothing else happens by then.
-            self._push(self.now + admission.admission_stats(self.now)["bound"], _ADMIT, None)
+            self._wake_for_admission()
             return
         self._start(program)
 
@@ -164,6 +165,16 @@ class Cluster:
             return
         for pid in self.admission.admissions(self.now, self.engines[0].kv.used):
             self._start(self.deferred_programs.pop(pid))
+        self._wake_for_admission()
+
+    def _wake_for_admission(self) -> None:
+        """While programs are deferred, check again every quarter of the deferral bound even if
+        nothing else happens, so none waits much past its bound."""
+        if self.admission is None or not self.deferred_programs or self._admission_wake_pending:
+            return
+        self._admission_wake_pending = True
+        bound = self.admission.admission_stats(self.now)["bound"]
+        self._push(self.now + max(bound / 4, 1e-3), _ADMIT, None)
 
     def _start(self, program: _Program) -> None:
         for call in program.spec.calls:

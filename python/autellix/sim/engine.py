@@ -87,8 +87,6 @@ class EngineStats:
     #: ones prefilled again because the context was gone.
     reusable_tokens: int = 0
     reprefilled_tokens: int = 0
-    #: Calls the core admitted that did not fit the cache after that step's preemptions.
-    deferred_admissions: int = 0
     #: Idle contexts moved GPU -> host, host -> GPU on demand, and prefetched (blocks).
     offloaded_blocks: int = 0
     loaded_blocks: int = 0
@@ -203,7 +201,6 @@ class Engine:
                 # began; a call preempted in this step no longer shares them. It waits for the
                 # next step rather than overflowing the cache.
                 self.scheduler.preempt(cid, now)
-                stats.deferred_admissions += 1
                 continue
             if call.kv == NEW:  # the queueing an eviction would add again (the ttl policy's B)
                 kv.queueing += 0.05 * (now - call.issued - kv.queueing)
