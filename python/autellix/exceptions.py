@@ -135,3 +135,13 @@ __all__ = [
     "UnknownSwapError",
     "VllmStartError",
 ]
+
+
+#: Characters of a client's value an error message repeats.
+_SHOWN = 64
+
+
+def shown(value: str) -> str:
+    """``value`` quoted for an error message, cut to its first characters (a client's invalid
+    value can be as long as the body limit; the message need not carry all of it)."""
+    return repr(value if len(value) <= _SHOWN else value[:_SHOWN] + "…")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from autellix.exceptions import InvalidIdError
+from autellix.exceptions import InvalidIdError, shown
 
 PROGRAM_HEADER = "X-Autellix-Program-Id"
 THREAD_HEADER = "X-Autellix-Thread-Id"
@@ -39,7 +39,7 @@ def check_name(kind: str, name: str) -> str:
     """``name`` if it is a valid ``kind`` (program, thread) id, else :class:`InvalidIdError`."""
     if not _NAME.fullmatch(name):
         raise InvalidIdError(
-            f"invalid {kind} id {name!r}: use 1-128 characters from A-Z a-z 0-9 . _ : @ -, "
+            f"invalid {kind} id {shown(name)}: use 1-128 characters from A-Z a-z 0-9 . _ : @ -, "
             "starting with a letter or digit"
         )
     return name
@@ -49,7 +49,7 @@ def parse_call_id(text: str) -> int:
     """A call id as ``autellix serve`` answers it: ``chatcmpl-12``, ``cmpl-12`` or ``12`` -> 12."""
     match = _CALL.fullmatch(text.strip())
     if match is None or int(match.group(1)) >= 1 << 64:
-        raise InvalidIdError(f"invalid parent call id {text!r}: expected a response id like chatcmpl-12")
+        raise InvalidIdError(f"invalid parent call id {shown(text)}: expected a response id like chatcmpl-12")
     return int(match.group(1))
 
 
@@ -113,7 +113,8 @@ class ProgramRegistry:
         self._next = itertools.count(1)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        """Programs held, named or anonymous."""
+        return len(self._names)
 
     def resolve(self, name: str | None) -> int:
         """The core id of program ``name`` (created if new); a fresh anonymous one for ``None``."""

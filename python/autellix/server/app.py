@@ -1,10 +1,10 @@
 """The FastAPI application: OpenAI-compatible endpoints in front of a program-aware engine.
 
 Endpoints: ``GET /health`` (503 while the engine is down), ``GET /v1/models``,
-``POST /v1/chat/completions``, ``POST /v1/completions`` (both with SSE streaming,
-:mod:`.completions`), ``GET /v1/programs/{id}`` (the core's process-table entry),
-``POST /v1/programs/{id}/finish`` (ends the program in the core) and ``GET /metrics``
-(Prometheus text format, :mod:`.metrics`).
+``GET /v1/models/{id}`` (404 for another model), ``POST /v1/chat/completions``,
+``POST /v1/completions`` (both with SSE streaming, :mod:`.completions`), ``GET /v1/programs/{id}``
+(the core's process-table entry), ``POST /v1/programs/{id}/finish`` (ends the program in the core)
+and ``GET /metrics`` (Prometheus text format, :mod:`.metrics`).
 
 Where the rest lives: program identity of a call in :mod:`.identity`, API keys and the body
 limit in :mod:`.middleware`, error bodies and statuses in :mod:`.errors`, the engines in
@@ -82,9 +82,18 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     async def metrics() -> Response:
         return Response(server.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    card = ModelCard(id=cfg.model)
+
     @app.get("/v1/models", responses=documented(401))
     async def models() -> ModelList:
-        return ModelList(data=[ModelCard(id=cfg.model)])
+        return ModelList(data=[card])
+
+    # ``:path``: a model id may hold slashes (``org/model``)
+    @app.get("/v1/models/{model_id:path}", responses=documented(401, 404))
+    async def model(model_id: str) -> ModelCard:
+        if model_id != cfg.model:
+            raise not_found("model", model_id, "model_not_found")
+        return card
 
     @app.post("/v1/chat/completions", response_model=None, responses=_completion_docs(ChatCompletion))
     async def chat(request: Request, body: ChatCompletionRequest) -> Response:

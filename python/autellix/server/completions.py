@@ -2,6 +2,10 @@
 
 Both submit the call (:meth:`Server.submit`), then answer with the whole text or stream it as
 server-sent events; a :class:`Shape` builds the bodies each endpoint sends.
+
+Finish reasons on the wire are OpenAI's: a call the server ended early (its program was finished,
+or the server stopped; ``abort`` inside the server and in ``/metrics``) reports ``length``, as its
+text is cut short, which is what ``length`` tells a client (``stop`` would claim a complete answer).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from autellix.server.protocol import (
     ChatCompletionRequest,
     Completion,
     CompletionChoice,
+    CompletionChunk,
+    CompletionChunkChoice,
     CompletionRequest,
     DeltaMessage,
     FinishReason,
@@ -83,20 +89,21 @@ class ChatShape(Shape):
 class TextShape(Shape):
     prefix = "cmpl-"
 
-    def _completion(self, *choices: CompletionChoice, usage: Usage | None = None) -> Completion:
-        return Completion(id=self.rid, model=self.model, choices=list(choices), usage=usage)
-
     def response(self, text: str, reason: FinishReason, usage: Usage) -> BaseModel:
-        return self._completion(CompletionChoice(text=text, finish_reason=reason), usage=usage)
+        choice = CompletionChoice(text=text, finish_reason=reason)
+        return Completion(id=self.rid, model=self.model, choices=[choice], usage=usage)
+
+    def _chunk(self, *choices: CompletionChunkChoice, usage: Usage | None = None) -> BaseModel:
+        return CompletionChunk(id=self.rid, model=self.model, choices=list(choices), usage=usage)
 
     def delta(self, text: str) -> BaseModel:
-        return self._completion(CompletionChoice(text=text))
+        return self._chunk(CompletionChunkChoice(text=text))
 
     def closing(self, reason: FinishReason) -> BaseModel:
-        return self._completion(CompletionChoice(text="", finish_reason=reason))
+        return self._chunk(CompletionChunkChoice(text="", finish_reason=reason))
 
     def usage(self, usage: Usage) -> BaseModel:
-        return self._completion(usage=usage)
+        return self._chunk(usage=usage)
 
 
 def _usage(handle: CallHandle) -> Usage:
@@ -108,8 +115,11 @@ def _usage(handle: CallHandle) -> Usage:
 
 
 def _reason(handle: CallHandle) -> FinishReason:
+    """The call's finish reason as the client sees it (see the module's docs)."""
     reason = handle.finish_reason
-    return reason if reason in ("stop", "length", "abort") else "stop"  # type: ignore[return-value]
+    if reason == "abort":
+        return "length"
+    return reason if reason in ("stop", "length", "content_filter") else "stop"  # type: ignore[return-value]
 
 
 async def complete(

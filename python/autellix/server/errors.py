@@ -3,7 +3,8 @@
 Statuses: 400 invalid body or ids, 401 missing or unknown API key, 404 unknown model, program
 or route, 413 body too large, 429 queue full or key over its concurrency limit (with
 ``Retry-After``), 502 an upstream of the ``openai`` or ``vllm`` engine failed, 503 the engine is
-down. :func:`install_handlers` maps every exception a route can raise to one of them.
+down. :func:`install_handlers` maps every exception a route can raise to one of them. A value a
+message echoes (an id, a model name) is cut to its first 64 characters (:func:`autellix.exceptions.shown`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from autellix.exceptions import QueueFullError
+from autellix.exceptions import QueueFullError, shown
 from autellix.server.metrics import Metrics
 from autellix.server.protocol import ErrorInfo, ErrorResponse
 
@@ -40,7 +41,7 @@ def error_response(
 
 
 def not_found(what: str, name: str, code: str) -> ApiError:
-    return ApiError(404, f"no {what} {name!r}", "not_found_error", code)
+    return ApiError(404, f"no {what} {shown(name)}", "not_found_error", code)
 
 
 _ERROR_DOCS = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from autellix.exceptions import InvalidIdError
+from autellix.exceptions import InvalidIdError, shown
 from autellix.identity import (
     PARENTS_HEADER,
     PROGRAM_HEADER,
@@ -45,7 +45,9 @@ class RequestIdentity:
 
 def _one(kind: str, header: str | None, body: str | None) -> str | None:
     if header is not None and body is not None and header.strip() != body:
-        raise ApiError(400, f"{kind} given as header ({header!r}) and in the body ({body!r}) differ")
+        raise ApiError(
+            400, f"{kind} given as header ({shown(header)}) and in the body ({shown(body)}) differ"
+        )
     value = header.strip() if header is not None else body
     return None if value is None else check_name(kind, value)
 

@@ -3,6 +3,9 @@
 Modelled on vLLM's ``vllm/entrypoints/openai/protocol.py``: pydantic v2 models, one per body.
 Sampling fields the simulated engine cannot honour (``temperature``, ``top_p``, ...) are
 accepted and ignored, as are unknown fields (``extra="allow"``), so any OpenAI client works.
+A chat message's ``content`` may be a list of text parts (``[{"type": "text", "text": ...}]``);
+other parts (images, audio, files) are a 400. A completion's ``prompt`` is one text, or a list of
+one (several prompts, or token ids, are a 400: one call per request).
 The autellix fields ``program_id``, ``thread_id`` and ``parent_ids`` may be given in the body
 (the official client sends them with ``extra_body``) or as ``X-Autellix-*`` headers.
 """
@@ -10,16 +13,26 @@ The autellix fields ``program_id``, ``thread_id`` and ``parent_ids`` may be give
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_serializer,
+)
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     # Strict numbers and booleans: ``"temperature": false`` or ``"stream": "yes"`` is a 400, not
-    # silently coerced (an int is still a valid float).
+    # silently coerced (an int is still a valid float); ``NaN`` and ``Infinity`` are a 400 too.
     model: str
     max_tokens: StrictInt | None = Field(default=None, ge=1)
     stream: StrictBool = False
@@ -36,11 +49,35 @@ class _Request(BaseModel):
     parent_ids: list[str] | None = None
 
 
+class TextPart(BaseModel):
+    """A text part of a message's ``content`` (the only kind of part served)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text"]
+    text: str
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | None = None
+    content: str | list[TextPart] | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, content: Any) -> Any:
+        if isinstance(content, list):
+            for i, part in enumerate(content):
+                if not isinstance(part, dict) or part.get("type") != "text":
+                    raise ValueError(f"part {i} is not text: only text content parts are supported")
+        return content
+
+    def text(self) -> str:
+        """The message's text (its text parts joined by newlines, as vLLM joins them)."""
+        if isinstance(self.content, list):
+            return "\n".join(part.text for part in self.content)
+        return self.content or ""
 
 
 class ChatCompletionRequest(_Request):
@@ -51,20 +88,33 @@ class ChatCompletionRequest(_Request):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
     def prompt_text(self) -> str:
-        return "\n".join(f"{m.role}: {m.content or ''}" for m in self.messages)
+        return "\n".join(f"{m.role}: {m.text()}" for m in self.messages)
 
 
 class CompletionRequest(_Request):
-    prompt: str
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_text_prompt(cls, prompt: Any) -> Any:
+        if isinstance(prompt, list):
+            if not all(isinstance(p, str) for p in prompt):
+                raise ValueError("token-id prompts are not supported: send the prompt as text")
+            if len(prompt) != 1:
+                raise ValueError(
+                    f"one prompt per request is supported, not {len(prompt)}: send one request per prompt"
+                )
+        return prompt
 
     def requested_tokens(self) -> int | None:
         return self.max_tokens
 
     def prompt_text(self) -> str:
-        return self.prompt
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
-FinishReason = Literal["stop", "length", "abort"]
+#: the finish reasons a client sees (OpenAI's, less the tool-call ones: tool calls are not relayed)
+FinishReason = Literal["stop", "length", "content_filter"]
 
 
 class Usage(BaseModel):
@@ -93,12 +143,23 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class _StreamedChoice(BaseModel):
+    """A choice of a streamed chunk. Chunks leave out unset fields, but ``finish_reason`` is
+    always there: ``null`` until the closing chunk, as OpenAI streams it."""
+
+    @model_serializer(mode="wrap")
+    def _with_finish_reason(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        data.setdefault("finish_reason", None)
+        return data
+
+
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
 
 
-class ChatChunkChoice(BaseModel):
+class ChatChunkChoice(_StreamedChoice):
     index: int = 0
     delta: DeltaMessage
     finish_reason: FinishReason | None = None
@@ -125,6 +186,23 @@ class Completion(BaseModel):
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
     choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class CompletionChunkChoice(_StreamedChoice):
+    index: int = 0
+    text: str
+    finish_reason: FinishReason | None = None
+
+
+class CompletionChunk(BaseModel):
+    """A chunk of a streamed ``/v1/completions`` response (a ``text_completion`` object too)."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[CompletionChunkChoice]
     usage: Usage | None = None
 
 

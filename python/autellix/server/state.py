@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 
-from autellix.exceptions import InvalidCallError, ProgramNotFoundError, QueueFullError
+from autellix.exceptions import InvalidCallError, ProgramNotFoundError, shown
 from autellix.identity import PROGRAM_HEADER, ProgramRegistry
 from autellix.server.config import ServerConfig
 from autellix.server.engines import CallHandle, Engine, make_engine
@@ -41,7 +41,7 @@ class Server:
         if body.model != self.config.model:
             raise ApiError(
                 404,
-                f"the model {body.model!r} does not exist; this server serves {self.config.model!r}",
+                f"the model {shown(body.model)} does not exist; this server serves {self.config.model!r}",
                 code="model_not_found",
             )
         who = read_identity(headers, body, self.programs)
@@ -58,11 +58,10 @@ class Server:
                 limit_reason="length" if requested is not None else "stop",
                 body=body,
             )
-        except InvalidCallError as exc:
-            self._release(who.program, who.anonymous)
-            raise ApiError(400, str(exc), code="invalid_call") from None
-        except QueueFullError:
-            self._release(who.program, who.anonymous)
+        except Exception as exc:
+            self._refused(who.program)
+            if isinstance(exc, InvalidCallError):
+                raise ApiError(400, str(exc), code="invalid_call") from None
             raise
         return handle, who.anonymous
 
@@ -75,6 +74,15 @@ class Server:
         self.programs.forget(program)
         self.metrics.program_ended(self.engine.program(program))
         return self.engine.end_program(program)
+
+    def _refused(self, program: int) -> None:
+        """The engine refused a call of ``program`` (429, 400, a parent the core rejected): forget
+        the program's name unless the core holds the program, i.e. it was named only for this
+        call (submission runs without a pause, so no other call of it can be under way)."""
+        try:
+            self.engine.program(program)
+        except ProgramNotFoundError:
+            self.programs.forget(program)
 
     def _release(self, program: int, anonymous: bool) -> None:
         if anonymous:

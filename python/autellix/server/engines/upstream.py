@@ -14,12 +14,13 @@ call's queue level (``scheduler.call(id).level``, 0 = most urgent) goes along as
 ``vllm_xargs`` (``program_id``, ``thread_id``), which the autellix vLLM plug-in schedules by.
 Parent ids are not forwarded: they name autellix's calls, not the upstream's requests.
 
-An upstream call cannot be paused, so **nothing in flight is preempted**: a call the core lists in
-``preempted`` keeps running upstream and keeps its slot (the core may re-admit it later, which
-changes nothing). A call the core admits while every slot of its upstream is taken by such calls
-is handed back to the core's queue (``scheduler.preempt``) and admitted again when a slot frees.
-A call that completes upstream while the core holds it as preempted is removed with
-``scheduler.abort`` (its service stays counted, but not as a finished call).
+An upstream call cannot be paused, so **nothing in flight is preempted**: when the core lists a
+call in flight in ``preempted`` (a waiting call now ranks above it), the engine steps the core
+again at the same time with twice the room, until its batch holds every call in flight again,
+and hands the calls that wider step admitted past the free slots back to the core's queue
+(``scheduler.preempt``, which keeps their place). So the core runs exactly the calls in flight:
+each one's completion is recorded as finished (its service and critical path count, and it stays
+a valid parent of later calls), and :attr:`UpstreamEngine.preemptions` counts the core's tries.
 
 Upstream failures (connection refused, a non-2xx status, a broken stream) end the call with
 finish reason ``"error"`` and :attr:`CallHandle.error` set; the server answers 502 or sends an
@@ -34,6 +35,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +48,8 @@ from autellix.exceptions import AutellixError, ConfigError, InvalidCallError, Pr
 from autellix.identity import FIELDS, to_xargs
 from autellix.server.engines.base import CallHandle, Engine, EngineStats
 from autellix.server.protocol import ChatCompletionRequest, CompletionRequest
+
+_log = logging.getLogger(__name__)
 
 #: KV capacity given to the core: the upstream manages its own memory.
 _KV_TOKENS = 1 << 40
@@ -93,7 +97,7 @@ class UpstreamEngine(Engine):
         self._ids = itertools.count(1)
         self._t0 = 0.0
         self._last_gc = 0.0
-        #: calls the core preempted (they kept running upstream) or handed back for want of a slot
+        #: calls in flight the core preempted (taken back at once: they keep running upstream)
         self.preemptions = 0
 
     @property
@@ -243,14 +247,26 @@ class UpstreamEngine(Engine):
             upstream, now, self.max_inflight, _KV_TOKENS, finished=finished, progress=progress
         )
         self._expired(decision.expired_programs)
-        # preempted calls keep running upstream (an upstream call cannot be paused)
-        self.preemptions += sum(cid in self._inflight[upstream] for cid in decision.preempted)
         tasks = self._inflight[upstream]
-        for cid in decision.admitted:
+        # A call in flight cannot be paused: while the core preempts one, step again (same time)
+        # with twice the room until its batch takes every call in flight back. The core then runs
+        # exactly the calls in flight, so each one's completion is recorded with finish and it
+        # stays a valid parent.
+        lost = {cid for cid in decision.preempted if cid in tasks}
+        self.preemptions += len(lost)
+        order, room = decision.admitted, self.max_inflight
+        while lost:
+            room *= 2
+            decision = self._scheduler.step(upstream, now, room, _KV_TOKENS)
+            self._expired(decision.expired_programs)
+            lost.difference_update(decision.admitted)
+            lost.update(cid for cid in decision.preempted if cid in tasks)
+            order = decision.running  # the whole batch, in priority order
+        for cid in order:
             if cid in tasks or cid not in self._calls:
-                continue  # re-admitted while still in flight
+                continue
             if len(tasks) >= self.max_inflight:
-                # every slot is held by calls the core preempted: back to the queue
+                # admitted past the free slots by a wider step: back to the queue
                 with contextlib.suppress(AutellixError):
                     self._scheduler.preempt(cid, now)
                 continue
@@ -264,11 +280,8 @@ class UpstreamEngine(Engine):
         if call not in self._calls:
             return
         self._drop(call, reason, error)
-        if self._running_in_core(call):
+        if self._running_in_core(call):  # always, while it is in the core (see _pump)
             self._finished[upstream].append(call)
-        else:  # the core had preempted it (or it already left the core)
-            with contextlib.suppress(AutellixError):
-                self._scheduler.abort(call, self._now())
         self._pump(upstream)
 
     async def _forward(self, upstream: int, handle: CallHandle, level: int) -> None:
@@ -298,7 +311,11 @@ class UpstreamEngine(Engine):
         except asyncio.CancelledError:
             raise
         except (aiohttp.ClientError, TimeoutError, _UpstreamFailure, ValueError) as exc:
-            message = f"upstream {base} failed: {type(exc).__name__}: {exc}"
+            # The client learns which upstream and how; its address and the library's text
+            # (which names host and port) go to the server's log only.
+            _log.warning("upstream %s (%s) failed: %s: %s", upstream, base, type(exc).__name__, exc)
+            detail = f": {exc}" if isinstance(exc, _UpstreamFailure) else ""
+            message = f"upstream {upstream} failed: {type(exc).__name__}{detail}"
             self._completed(upstream, handle.id, "error", message)
             return
         self._completed(upstream, handle.id, reason)
