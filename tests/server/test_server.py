@@ -13,6 +13,7 @@ import pytest
 from autellix import ConfigError, SchedulerConfig
 from autellix.server import ServerConfig
 from autellix.server.engines import make_engine
+from autellix.server.engines.base import retry_after
 
 from .conftest import MODEL, MSG, Running, finish_time, wait_for
 
@@ -166,7 +167,8 @@ def test_queue_full_is_429_with_retry_after(serve: Serve) -> None:
         with pytest.raises(openai.RateLimitError) as err:
             c.chat.completions.create(model=MODEL, messages=MSG, max_tokens=2)
         assert err.value.status_code == 429
-        assert int(err.value.response.headers["Retry-After"]) >= 1
+        # nothing has completed yet: one rate window (10 s), not a constant 1
+        assert int(err.value.response.headers["Retry-After"]) == 10
         body = err.value.response.json()
         assert body["error"]["type"] == "rate_limit_error"
         assert body["error"]["code"] == "queue_full"
@@ -326,3 +328,10 @@ def test_scheduler_settings_reach_the_engines_core() -> None:
 def test_bad_scheduler_settings(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         ServerConfig(**options)
+
+
+def test_retry_after_is_the_time_to_drain_the_excess() -> None:
+    assert retry_after(1, 2.0) == 1.0  # clamped up to a second
+    assert retry_after(30, 2.0) == 15.0
+    assert retry_after(10_000, 2.0) == 60.0  # clamped down to a minute
+    assert retry_after(5, 0.0) == 10.0  # nothing completed lately: one rate window

@@ -177,6 +177,7 @@ def test_unreachable_upstream_is_502(serve: Serve) -> None:
     assert time.monotonic() - started < 5
     entry = front.program("p")
     assert entry["active_calls"] == 0 and entry["live_calls"] == []
+    assert entry["finished_calls"] == 0  # a failed call is not a finished one
 
 
 def test_cancel_frees_the_inflight_slot(serve: Serve) -> None:

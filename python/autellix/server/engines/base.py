@@ -13,6 +13,7 @@ engine refuses raises an :class:`~autellix.exceptions.EngineError`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -60,6 +61,36 @@ class CallHandle:
             self.tokens.put_nowait(None)
 
 
+#: Wall seconds over which the completion rate that sizes a 429's ``Retry-After`` is measured.
+RATE_WINDOW_S = 10.0
+#: Longest ``Retry-After`` a 429 suggests.
+RETRY_AFTER_MAX_S = 60.0
+
+
+class CompletionRate:
+    """Calls ended per wall second over the last :data:`RATE_WINDOW_S`."""
+
+    def __init__(self) -> None:
+        self._ends: collections.deque[float] = collections.deque()
+
+    def record(self) -> None:
+        self._ends.append(time.monotonic())
+
+    def per_second(self) -> float:
+        cutoff = time.monotonic() - RATE_WINDOW_S
+        while self._ends and self._ends[0] < cutoff:
+            self._ends.popleft()
+        return len(self._ends) / RATE_WINDOW_S
+
+
+def retry_after(excess: int, per_second: float) -> float:
+    """Seconds until ``excess`` queued calls have drained at ``per_second`` completions, in
+    [1, :data:`RETRY_AFTER_MAX_S`]; with nothing completed lately, one rate window."""
+    if per_second <= 0:
+        return RATE_WINDOW_S
+    return min(RETRY_AFTER_MAX_S, max(1.0, excess / per_second))
+
+
 @dataclass(frozen=True)
 class EngineStats:
     """A snapshot of an engine's load, read by ``GET /metrics`` at scrape time."""
@@ -90,6 +121,8 @@ class Engine(ABC):
     _calls: dict[int, CallHandle]
     _ids: Iterator[int]
     max_queued: int
+    #: calls ended lately (each engine records its completions), for Retry-After
+    _rate: CompletionRate
 
     @property
     @abstractmethod
@@ -154,8 +187,10 @@ class Engine(ABC):
         """Before a new call: refuse it while ``max_queued`` calls already wait (HTTP 429), and
         expire idle programs (so a balancer forgets them before it places the call)."""
         if self.waiting >= self.max_queued:
+            excess = self.waiting - self.max_queued + 1
             raise QueueFullError(
-                f"the server is at capacity: {self.waiting} calls are already waiting", retry_after=1.0
+                f"the server is at capacity: {self.waiting} calls are already waiting",
+                retry_after=retry_after(excess, self._rate.per_second()),
             )
         self._collect_garbage(self._now())
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from autellix._core import Scheduler, SchedulerConfig
 from autellix.exceptions import AutellixError, ConfigError, InvalidCallError, ProgramNotFoundError
-from autellix.server.engines.base import CallHandle, Engine, EngineStats
+from autellix.server.engines.base import CallHandle, CompletionRate, Engine, EngineStats
 from autellix.server.protocol import ChatCompletionRequest, CompletionRequest
 from autellix.sim.cost_model import preset as engine_preset
 
@@ -55,6 +55,7 @@ class SimEngine(Engine):
         self.time_scale = time_scale
         self.max_running = max_running
         self.max_queued = max_queued
+        self._rate = CompletionRate()
         self.kv_tokens = self._preset.kv_tokens
         self._scheduler = Scheduler(_in_engine_time(scheduler or SchedulerConfig(), time_scale))
         self._calls: dict[int, CallHandle] = {}
@@ -206,6 +207,7 @@ class SimEngine(Engine):
                     del self._calls[cid]
                     self._running.discard(cid)
                     live._end(live.limit_reason)
+                    self._rate.record()
 
 
 def _in_engine_time(config: SchedulerConfig, time_scale: float) -> SchedulerConfig:

@@ -24,7 +24,8 @@ a valid parent of later calls), and :attr:`UpstreamEngine.preemptions` counts th
 
 Upstream failures (connection refused, a non-2xx status, a broken stream) end the call with
 finish reason ``"error"`` and :attr:`CallHandle.error` set; the server answers 502 or sends an
-error event. Cancelling a call cancels its forwarding task, which closes the upstream stream.
+error event, and the core drops the call (it is neither a finished call nor a parent).
+Cancelling a call cancels its forwarding task, which closes the upstream stream.
 
 The core's clock is wall seconds since :meth:`UpstreamEngine.start` (``time.perf_counter``).
 """
@@ -46,7 +47,7 @@ from autellix._core import CallState, Scheduler, SchedulerConfig
 from autellix.balancer import make_balancer
 from autellix.exceptions import AutellixError, ConfigError, InvalidCallError, ProgramNotFoundError
 from autellix.identity import FIELDS, to_xargs
-from autellix.server.engines.base import CallHandle, Engine, EngineStats
+from autellix.server.engines.base import CallHandle, CompletionRate, Engine, EngineStats
 from autellix.server.protocol import ChatCompletionRequest, CompletionRequest
 
 _log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class UpstreamEngine(Engine):
         self.upstreams = [_base(url) for url in upstreams]
         self.max_inflight = max_inflight
         self.max_queued = max_queued
+        self._rate = CompletionRate()
         self.forward_priority = forward_priority
         self.forward_identity = forward_identity
         self._balancer = make_balancer(balancer)
@@ -226,6 +228,7 @@ class UpstreamEngine(Engine):
         if error is not None:
             handle.error = error
         handle._end(reason)
+        self._rate.record()
 
     def _running_in_core(self, call: int) -> bool:
         try:
@@ -281,7 +284,11 @@ class UpstreamEngine(Engine):
             return
         self._drop(call, reason, error)
         if self._running_in_core(call):  # always, while it is in the core (see _pump)
-            self._finished[upstream].append(call)
+            if error is None:
+                self._finished[upstream].append(call)
+            else:  # a failed call is no finished call (nor a parent): the core drops it
+                with contextlib.suppress(AutellixError):
+                    self._scheduler.abort(call, self._now())
         self._pump(upstream)
 
     async def _forward(self, upstream: int, handle: CallHandle, level: int) -> None:
