@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from autellix._core import SchedulerConfig
+from autellix.adapters.settings import PluginSettings
 from autellix.balancer import BALANCERS
 from autellix.exceptions import ConfigError
 from autellix.options import option
@@ -157,15 +158,11 @@ class ServerConfig:
 
     def scheduler_config(self) -> SchedulerConfig:
         """The core's config: :attr:`policy`, the ladder from :attr:`first_boundary`,
-        :attr:`starvation_beta` and :attr:`program_ttl`; the rest the core's defaults."""
-        boundaries: list[float] | None = None
-        quanta: list[float] | None = None
-        if self.first_boundary is not None:
-            boundaries, quanta = SchedulerConfig.ladder(self.first_boundary)
-        return SchedulerConfig(
-            self.policy,
-            boundaries=boundaries,
-            quanta=quanta,
+        :attr:`starvation_beta` and :attr:`program_ttl`; the rest the core's defaults (built as
+        the vLLM plug-in builds its own from the same settings)."""
+        return PluginSettings(
+            policy=self.policy,
+            first_boundary=self.first_boundary,
             starvation_beta=self.starvation_beta,
             program_ttl=self.program_ttl,
-        )
+        ).scheduler_config()

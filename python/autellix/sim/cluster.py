@@ -115,7 +115,8 @@ class Cluster:
             self._push(program.spec.arrival, _ARRIVE, program)
 
     def _planner(self, preset: cost_model.EnginePreset, host_blocks: int) -> KvPlanner | None:
-        """The core's KV planner of one engine, for kv policy ``autellix``."""
+        """The core's KV planner of one engine, for kv policy ``autellix``, with its defaults:
+        priority weighting off, so the engine gives it no program's service per call."""
         if self.config.kv_policy != "autellix" or not self.config.prefix_caching:
             return None
         beta = self.core.config.starvation_beta

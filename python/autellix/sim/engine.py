@@ -135,10 +135,8 @@ class Engine:
             planner=planner,
             prefill_seconds=lambda tokens: preset.step_time(tokens, tokens * tokens / 2, 0, 0),
         )
-        # Priority of a program for the planner: the attained service its policy ranks by.
-        self._service_field = {"atlas": "critical_path", "plas": "attained_service"}.get(
-            scheduler.config.policy
-        )
+        # A program's service as the anti-starvation rule counts it (trains the deferral bound).
+        self._critical_path = scheduler.config.policy == "atlas"
         self._host_link = preset.swap_time(1024, True) / 1024  # seconds per block, bulk
         self._last_compute = 0.0  # seconds the last round's iterations ran
         # Headroom for what the core's token count does not see: each call's last partial block,
@@ -281,9 +279,9 @@ class Engine:
         self._shared -= call.shared
         return context
 
-    def _unshare(self, call: CallRun, service: float = 0.0) -> None:
+    def _unshare(self, call: CallRun) -> None:
         if call.shared_key is not None:
-            self.kv.unpin(call.shared_key, service)
+            self.kv.unpin(call.shared_key)
         call.shared, call.shared_key = 0, None
 
     def _preempt(self, call: CallRun) -> int:
@@ -303,7 +301,6 @@ class Engine:
     def finish(self, call: CallRun) -> None:
         """``call`` generated its last token: free its blocks, keep its context as a prefix."""
         context = self._stop(call)
-        service = self._priority(call.program)
         if self.prefix_caching:
             self.kv.remember(
                 (call.program, call.spec.index),
@@ -312,11 +309,10 @@ class Engine:
                 call.shared_key,
                 program=call.program,
                 thread=call.spec.thread,
-                service=service,
             )
         else:
             self.kv.release(call.id)
-        self._unshare(call, service)
+        self._unshare(call)
         del self._calls[call.id]
 
     def end_program(self, program: int) -> None:
@@ -325,15 +321,7 @@ class Engine:
         deferral bound."""
         if self.kv.planner is not None:
             info = self.scheduler.program(program)
-            atlas = self._service_field == "critical_path"
-            self.kv.end_program(program, info.critical_path if atlas else info.attained_service)
-
-    def _priority(self, program: int) -> float:
-        """The program's priority as its policy ranks it (PLAS: attained service, ATLAS: critical
-        path), which weighs its contexts' retention; 0 under FCFS and MLFQ."""
-        if self.kv.planner is None or self._service_field is None:
-            return 0.0
-        return float(getattr(self.scheduler.program(program), self._service_field))
+            self.kv.end_program(program, info.critical_path if self._critical_path else info.attained_service)
 
     def _context_moves(self) -> tuple[float, float]:
         """Seconds of the idle-context moves made since the last round (bulk copies), offloads

@@ -207,7 +207,6 @@ class KVCache:
         *,
         program: int = 0,
         thread: int = 0,
-        service: float = 0.0,
     ) -> None:
         """Turn the blocks ``call`` holds into the prefix entry ``key`` for a ``tokens``-token
         context; ``parent`` is the entry the call shared (its blocks hold the rest)."""
@@ -222,9 +221,7 @@ class KVCache:
         if self.planner is not None:
             self._ids[call] = key
             parent_id = self._entries[parent].context if parent is not None else None
-            self.planner.insert(
-                call, program, self.now, blocks=blocks, thread=thread, parent=parent_id, service=service
-            )
+            self.planner.insert(call, program, self.now, blocks=blocks, thread=thread, parent=parent_id)
         elif self.policy == "ttl":
             self._hold(key, entry)
         self._touch(key)
@@ -287,9 +284,9 @@ class KVCache:
         self._make_room(0)  # loads may have taken free blocks
         self._touch(key)
 
-    def unpin(self, key: Hashable, service: float = 0.0) -> None:
+    def unpin(self, key: Hashable) -> None:
         if self.planner is not None:
-            self.planner.release(self._entries[key].context, self.now, service=service)
+            self.planner.release(self._entries[key].context, self.now)
         at: Hashable | None = key
         while at is not None:
             entry = self._entries[at]
