@@ -10,6 +10,9 @@ identity travels in three forms, all defined here:
 * vLLM's ``vllm_xargs`` (the vLLM plug-in; ``autellix serve`` forwards identity upstream in
   this form, :func:`to_xargs`): the same keys, or vLLM's own ``session_id`` for the program.
 
+``autellix serve`` also reads the ids agent stacks already send (vLLM's ``session_id``, Dynamo's
+agent context, coding-agent session headers) as lenient hints: :mod:`autellix.server.identity`.
+
 The scheduling core takes integers: :class:`ProgramRegistry` hands out one per live program
 name and, per program, one per thread name.
 """
@@ -29,6 +32,8 @@ THREAD_HEADER = "X-Autellix-Thread-Id"
 PARENTS_HEADER = "X-Autellix-Parent-Ids"
 #: body fields (and ``vllm_xargs`` keys) of a call's program, thread and parents
 PROGRAM_FIELD, THREAD_FIELD, PARENTS_FIELD = "program_id", "thread_id", "parent_ids"
+#: vLLM's own session id (a body field, an ``X-Session-ID`` header, a ``vllm_xargs`` key)
+SESSION_FIELD = "session_id"
 FIELDS = (PROGRAM_FIELD, THREAD_FIELD, PARENTS_FIELD)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
@@ -74,7 +79,9 @@ def from_xargs(
     session_id: str | None = None,
     on_invalid: Callable[[str, InvalidIdError], None] | None = None,
 ) -> CallIdentity:
-    """The identity in a vLLM request's ``vllm_xargs`` (``extra``), else its ``session_id``.
+    """The identity in a vLLM request's ``vllm_xargs`` (``extra``): its ``program_id``, else
+    the request's ``session_id``, else ``session_id`` in ``extra`` (where vLLM versions before
+    the request field carried it).
 
     Lenient, because a scheduler cannot answer a client with a 400: a malformed id is dropped
     (reported to ``on_invalid(kind, error)``), which makes the call a program of its own.
@@ -91,7 +98,11 @@ def from_xargs(
                 on_invalid(kind, exc)
             return None
 
-    program = name("program", extra.get(PROGRAM_FIELD)) or name("program", session_id)
+    program = (
+        name("program", extra.get(PROGRAM_FIELD))
+        or name("program", session_id)
+        or name("program", extra.get(SESSION_FIELD))
+    )
     if program is None:
         return CallIdentity()
     raw = extra.get(PARENTS_FIELD)
@@ -103,12 +114,14 @@ def from_xargs(
 class ProgramRegistry:
     """The core's integer ids of live program names and, per program, of its thread names.
 
-    Thread ``0`` is the unnamed thread. A name is forgotten when its program ends; the same
-    name later starts a new program."""
+    Names are scoped to a tenant (``autellix serve``'s API key; ``""`` without keys): the same
+    name under two tenants is two programs. Thread ``0`` is the unnamed thread. A name is
+    forgotten when its program ends; the same name later starts a new program."""
 
     def __init__(self) -> None:
-        self._ids: dict[str, int] = {}
-        self._names: dict[int, str] = {}
+        self._ids: dict[tuple[str, str], int] = {}
+        #: core id -> (tenant, name)
+        self._names: dict[int, tuple[str, str]] = {}
         self._threads: dict[int, dict[str, int]] = {}
         self._next = itertools.count(1)
 
@@ -116,23 +129,30 @@ class ProgramRegistry:
         """Programs held, named or anonymous."""
         return len(self._names)
 
-    def resolve(self, name: str | None) -> int:
-        """The core id of program ``name`` (created if new); a fresh anonymous one for ``None``."""
+    def resolve(self, name: str | None, tenant: str = "") -> int:
+        """The core id of ``tenant``'s program ``name`` (created if new); a fresh anonymous one
+        for ``None``."""
         if name is None:
             core = next(self._next)
-            self._names[core] = f"anon-{core}"
+            self._names[core] = (tenant, f"anon-{core}")
             return core
-        core_id = self._ids.get(name)
+        core_id = self._ids.get((tenant, name))
         if core_id is None:
-            core_id = self._ids[name] = next(self._next)
-            self._names[core_id] = name
+            core_id = self._ids[tenant, name] = next(self._next)
+            self._names[core_id] = (tenant, name)
         return core_id
 
-    def lookup(self, name: str) -> int | None:
-        return self._ids.get(name)
+    def lookup(self, name: str, tenant: str = "") -> int | None:
+        """The core id of ``tenant``'s live program ``name``, if any (never another tenant's)."""
+        return self._ids.get((tenant, name))
 
     def name(self, core: int) -> str:
-        return self._names.get(core, str(core))
+        entry = self._names.get(core)
+        return entry[1] if entry is not None else str(core)
+
+    def tenant(self, core: int) -> str:
+        entry = self._names.get(core)
+        return entry[0] if entry is not None else ""
 
     def thread(self, core: int, name: str | None) -> int:
         if name is None:
@@ -141,7 +161,7 @@ class ProgramRegistry:
         return threads.setdefault(name, len(threads) + 1)
 
     def forget(self, core: int) -> None:
-        name = self._names.pop(core, None)
-        if name is not None and self._ids.get(name) == core:
-            del self._ids[name]
+        entry = self._names.pop(core, None)
+        if entry is not None and self._ids.get(entry) == core:
+            del self._ids[entry]
         self._threads.pop(core, None)

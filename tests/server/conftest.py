@@ -16,6 +16,7 @@ import uvicorn
 from autellix.server import ServerConfig, create_app
 from autellix.server.engines import Engine
 from autellix.server.engines.vllm import free_port
+from autellix.server.transport import uvicorn_options
 
 #: The simulated engine's model name, and a short prompt, shared by the server tests.
 MODEL = "autellix-sim"
@@ -65,7 +66,9 @@ def serve() -> Iterator[Callable[..., Running]]:
         port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(config, on_engine), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+                create_app(config, on_engine),
+                # the deadlines and protocol of `autellix serve`
+                **uvicorn_options(config, host="127.0.0.1", port=port, log_level="warning", lifespan="on"),
             )
         )
         thread = threading.Thread(target=server.run, daemon=True)

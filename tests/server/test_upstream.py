@@ -161,7 +161,9 @@ def test_program_aware_keeps_long_calls_on_one_upstream(serve: Serve) -> None:
 
 
 def test_unreachable_upstream_is_502(serve: Serve) -> None:
-    front = serve(engine="openai", upstreams=(f"http://127.0.0.1:{free_port()}",))
+    """Without health checks, the first failures (fewer than eject it) are 502s naming the upstream;
+    a stream's too, as its response waits for the first token."""
+    front = serve(engine="openai", upstreams=(f"http://127.0.0.1:{free_port()}",), upstream_health_interval=0)
     c = front.client(timeout=10)
     started = time.monotonic()
     with pytest.raises(openai.InternalServerError) as err:
@@ -172,8 +174,9 @@ def test_unreachable_upstream_is_502(serve: Serve) -> None:
     # which upstream failed and how, but not its address (that goes to the server's log)
     assert body["message"].startswith("upstream 0 failed: ClientConnectorError")
     assert "127.0.0.1" not in body["message"]
-    with pytest.raises(openai.APIError, match="upstream 0 failed"):
+    with pytest.raises(openai.InternalServerError, match="upstream 0 failed") as err:
         list(c.completions.create(model=MODEL, prompt="hi", max_tokens=3, stream=True))
+    assert err.value.status_code == 502
     assert time.monotonic() - started < 5
     entry = front.program("p")
     assert entry["active_calls"] == 0 and entry["live_calls"] == []

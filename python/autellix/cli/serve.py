@@ -14,6 +14,7 @@ from autellix.cli._args import (
     Subparsers,
     documented,
     int_at_least,
+    non_negative_float,
     positive_float,
     preset_name,
     shell_words,
@@ -48,10 +49,15 @@ def register(subparsers: Subparsers) -> None:
     option("preset", "--preset", type=preset_name, metavar="NAME")
     option("time_scale", "--time-scale", type=positive_float("time scale"), metavar="X")
     option("max_running", "--max-running", type=int_at_least(1, "max running"), metavar="N")
+    option(
+        "max_batched_tokens", "--max-batched-tokens", type=int_at_least(1, "max batched tokens"), metavar="N"
+    )
     option("max_queued", "--max-queued", type=int_at_least(0, "max queued"), metavar="N")
     option("default_max_tokens", "--max-tokens", type=int_at_least(1, "max tokens"), metavar="N")
     option("model", "--model", default=None, metavar="NAME")
     option("api_keys", "--api-key", action="append", default=None, metavar="KEY")
+    option("admin_keys", "--admin-key", action="append", default=None, metavar="KEY")
+    option("protect_metrics", "--protect-metrics", action="store_true")
     option(
         "max_concurrent_per_key",
         "--max-concurrent-per-key",
@@ -64,6 +70,37 @@ def register(subparsers: Subparsers) -> None:
     option("balancer", "--balancer", choices=BALANCERS)
     option("upstream_priority", "--upstream-priority", action="store_true")
     option("upstream_identity", "--upstream-identity", action="store_true")
+    option(
+        "upstream_connect_timeout",
+        "--upstream-connect-timeout",
+        type=positive_float("upstream connect timeout"),
+        metavar="S",
+    )
+    option(
+        "upstream_first_token_timeout",
+        "--upstream-first-token-timeout",
+        type=positive_float("upstream first-token timeout"),
+        metavar="S",
+    )
+    option(
+        "upstream_read_timeout",
+        "--upstream-read-timeout",
+        type=positive_float("upstream read timeout"),
+        metavar="S",
+    )
+    option(
+        "upstream_health_interval",
+        "--upstream-health-interval",
+        type=non_negative_float("upstream health interval"),
+        metavar="S",
+    )
+    option(
+        "upstream_health_timeout",
+        "--upstream-health-timeout",
+        type=positive_float("upstream health timeout"),
+        metavar="S",
+    )
+    option("upstream_retries", "--upstream-retries", type=int_at_least(0, "upstream retries"), metavar="N")
     vllm = p.add_argument_group(
         "vllm engine",
         "autellix starts `vllm serve MODEL --scheduler-cls autellix.adapters.vllm.AutellixScheduler` on "
@@ -103,12 +140,17 @@ def register(subparsers: Subparsers) -> None:
         help="log every request (uvicorn's access log); off by default: at thousands of calls/s it "
         "costs more CPU than scheduling them",
     )
+    option("header_timeout", "--header-timeout", type=positive_float("header timeout"), metavar="S")
+    option("body_timeout", "--body-timeout", type=positive_float("body timeout"), metavar="S")
+    option("idle_timeout", "--idle-timeout", type=positive_float("idle timeout"), metavar="S")
+    option("max_connections", "--max-connections", type=int_at_least(1, "max connections"), metavar="N")
     p.epilog = (
-        "--api-key also reads the comma-separated AUTELLIX_API_KEYS environment variable; --vllm-args "
+        "--api-key also reads the comma-separated AUTELLIX_API_KEYS environment variable, --admin-key "
+        "AUTELLIX_ADMIN_KEYS; --vllm-args "
         "takes shell-quoted words, e.g. --vllm-args='--max-num-seqs 128' (repeatable; the = keeps a "
         "leading -- from being read as an option); --model defaults to --vllm-model with the vllm engine."
     )
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=_with_admin_keys)
 
 
 def _beta(text: str) -> float | None:
@@ -118,11 +160,18 @@ def _beta(text: str) -> float | None:
     return positive_float("starvation beta")(text)
 
 
-def _api_keys(given: list[str] | None) -> tuple[str, ...]:
-    """``--api-key`` values, then those of ``AUTELLIX_API_KEYS`` (comma-separated), deduplicated."""
+def _api_keys(given: list[str] | None, variable: str = "AUTELLIX_API_KEYS") -> tuple[str, ...]:
+    """``--api-key`` values, then those of ``AUTELLIX_API_KEYS`` (comma-separated), deduplicated
+    (``--admin-key`` and ``AUTELLIX_ADMIN_KEYS`` likewise)."""
     keys = [k.strip() for k in given or []]
-    keys += [k.strip() for k in os.environ.get("AUTELLIX_API_KEYS", "").split(",") if k.strip()]
+    keys += [k.strip() for k in os.environ.get(variable, "").split(",") if k.strip()]
     return tuple(dict.fromkeys(keys))
+
+
+def _with_admin_keys(args: argparse.Namespace) -> int:
+    """:func:`run`, with ``--admin-key`` values and ``AUTELLIX_ADMIN_KEYS`` as one tuple."""
+    args.admin_keys = _api_keys(args.admin_keys, "AUTELLIX_ADMIN_KEYS")
+    return run(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
 
     from autellix.exceptions import AutellixError
     from autellix.server import ServerConfig, create_app
+    from autellix.server.transport import uvicorn_options
 
     # every field that has a flag (the rest keep their defaults)
     values = {
@@ -150,5 +200,5 @@ def run(args: argparse.Namespace) -> int:
     # then walk only per-request objects, which keeps their pauses short. (Here, not in the app:
     # an app embedded in a bigger process must not freeze that process's objects.)
     gc.freeze()
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=args.access_log)
+    uvicorn.run(app, **uvicorn_options(config, log_level="info", access_log=args.access_log))
     return 0

@@ -34,7 +34,7 @@ from autellix.server.protocol import (
     Usage,
 )
 from autellix.server.state import Server
-from autellix.server.streaming import events, whole_text
+from autellix.server.streaming import events, opening, whole_text
 
 
 class Shape(ABC):
@@ -138,6 +138,10 @@ async def complete(
             return text
         done = out.response(text, _reason(handle), _usage(handle))
         return JSONResponse(done.model_dump(), headers=headers)
+    # the response waits for the first token: a call failing before one gets its own status
+    held = await opening(server, handle, anonymous, request)
+    if isinstance(held, Response):
+        return held
     wants_usage = bool((body.stream_options or {}).get("include_usage"))
     stream = events(
         server,
@@ -147,5 +151,6 @@ async def complete(
         token=out.delta,
         last=lambda: out.closing(_reason(handle)),
         usage=(lambda: out.usage(_usage(handle))) if wants_usage else None,
+        held=held,
     )
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)

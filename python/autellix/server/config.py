@@ -45,17 +45,54 @@ class ServerConfig:
         1.0, "wall seconds per simulated engine second; 0.1 runs the simulated GPU 10x faster"
     )
     max_running: int = option(64, "calls per batch of the simulated engine")
+    max_batched_tokens: int | None = option(
+        None,
+        "tokens per iteration of the simulated engine (vLLM's max_num_batched_tokens): decodes first, "
+        "then prompts in chunks, so a long prompt cannot stall the others; >= max_running. Default: "
+        "vLLM V1's for `vllm serve` on the preset's GPU, 2048 on A100, 8192 on H100",
+    )
     max_queued: int = option(1024, "calls waiting for the engine before new ones get 429")
     default_max_tokens: int = option(16, "tokens generated when a request sets no max_tokens")
     program_ttl: float = option(_CORE.program_ttl, "wall seconds an idle program stays in the process table")
     max_body_bytes: int = option(1 << 20, "largest request body accepted, bytes (413 beyond)")
+    header_timeout: float = option(
+        10.0,
+        "seconds a connection has to send a request's complete headers, from connecting or from the "
+        "request's first byte (slowloris); else 408 and the connection is closed",
+    )
+    body_timeout: float = option(
+        30.0, "seconds a request body may take to arrive once its headers are in; else 408 and close"
+    )
+    idle_timeout: float = option(
+        5.0,
+        "seconds a kept-alive connection may wait for its next request (uvicorn's timeout_keep_alive); "
+        "behind a load balancer, make it longer than the balancer's own idle timeout",
+    )
+    max_connections: int | None = option(
+        None,
+        "open connections past which a new request is answered 503 (uvicorn's limit_concurrency: "
+        "connections are still accepted, and idle or slow ones count, so a flood of them turns real "
+        "calls away); default: no cap",
+    )
     api_keys: tuple[str, ...] = option(
         (),
-        "API keys accepted as 'Authorization: Bearer KEY' on /v1/*; none turns authentication off "
-        "(/health and /metrics stay open)",
+        "API keys accepted as 'Authorization: Bearer KEY' on /v1/*, each a tenant with its own "
+        "programs; none (and no admin_keys) turns authentication off (/health stays open, "
+        "/metrics too unless protect_metrics)",
     )
     max_concurrent_per_key: int | None = option(
         None, "completion requests in flight per API key before 429 (server-wide without keys)"
+    )
+    admin_keys: tuple[str, ...] = option(
+        (),
+        "API keys that may also read and finish other keys' programs, named by the key's label: "
+        "GET /v1/programs/ID?tenant=key-2 (key-N: the N-th API key; admin-N: the N-th admin key); "
+        "like api_keys, they turn authentication on",
+    )
+    protect_metrics: bool = option(
+        False,
+        "require an API key on /metrics, /docs, /redoc and /openapi.json too (off: they stay open "
+        "for scrapers and readers, as /health always does)",
     )
     host: str = option("127.0.0.1", "address to bind")
     port: int = option(8000, "port to bind")
@@ -83,6 +120,28 @@ class ServerConfig:
         False,
         "send each call's program and thread ids as vLLM's 'vllm_xargs', for vLLM upstreams "
         "running the autellix scheduler plug-in",
+    )
+    upstream_connect_timeout: float = option(
+        5.0, "seconds to connect to an upstream (a loopback or LAN connect takes milliseconds); 504 beyond"
+    )
+    upstream_first_token_timeout: float = option(
+        120.0,
+        "seconds an upstream may take to send a call's first event (it queues and prefills: long "
+        "prompts legitimately take a while); 504 beyond",
+    )
+    upstream_read_timeout: float = option(
+        30.0,
+        "seconds of silence allowed between two reads of a call's stream once it flows (a decode "
+        "step takes well under a second: longer means a stopped upstream); 504 beyond",
+    )
+    upstream_health_interval: float = option(
+        1.0,
+        "seconds between health checks of each upstream (GET /health, or /v1/models where /health "
+        "is 404): a failing check ejects it, a passing one brings it back; 0 turns checks off",
+    )
+    upstream_health_timeout: float = option(2.0, "seconds a health check waits for an answer")
+    upstream_retries: int = option(
+        2, "other upstreams a call that never reached its upstream (refused, reset) is retried on"
     )
     vllm_model: str | None = option(None, "model path or name for `vllm serve` (the vllm engine)")
     vllm_args: tuple[str, ...] = option((), "extra `vllm serve` arguments")
@@ -123,6 +182,16 @@ class ServerConfig:
                 self.max_concurrent_per_key is None or self.max_concurrent_per_key >= 1,
                 "max_concurrent_per_key must be >= 1",
             ),
+            (
+                all(key and key == key.strip() and "," not in key for key in self.admin_keys)
+                and not set(self.admin_keys) & set(self.api_keys),
+                "admin keys must be non-empty, without commas or surrounding whitespace, and not "
+                "also API keys",
+            ),
+            (
+                not self.protect_metrics or bool(self.api_keys or self.admin_keys),
+                "protect_metrics needs API keys (or admin keys) to protect with",
+            ),
             (self.engine in ENGINES, f"unknown engine {self.engine!r}; choose from {', '.join(ENGINES)}"),
             (
                 self.engine != "openai" or bool(self.upstreams),
@@ -143,8 +212,31 @@ class ServerConfig:
             ),
             (self.max_inflight is None or self.max_inflight >= 1, "max_inflight must be >= 1"),
             (
+                self.max_batched_tokens is None or self.max_batched_tokens >= self.max_running,
+                "max_batched_tokens must be >= max_running (each call of a full batch decodes a token)",
+            ),
+            (
+                all(
+                    0 < t < float("inf") for t in (self.header_timeout, self.body_timeout, self.idle_timeout)
+                ),
+                "header_timeout, body_timeout and idle_timeout must be finite and > 0",
+            ),
+            (self.max_connections is None or self.max_connections >= 1, "max_connections must be >= 1"),
+            (
                 self.balancer in BALANCERS,
                 f"unknown balancer {self.balancer!r}; choose from {', '.join(BALANCERS)}",
+            ),
+            (
+                min(
+                    self.upstream_connect_timeout,
+                    self.upstream_first_token_timeout,
+                    self.upstream_read_timeout,
+                    self.upstream_health_timeout,
+                )
+                > 0
+                and self.upstream_health_interval >= 0
+                and self.upstream_retries >= 0,
+                "upstream timeouts must be > 0, the health check interval and retries >= 0",
             ),
         ]
         return [message for ok, message in checks if not ok]

@@ -3,8 +3,10 @@
 Statuses: 400 invalid body or ids, 401 missing or unknown API key, 404 unknown model, program
 or route, 413 body too large, 429 queue full or key over its concurrency limit (with
 ``Retry-After``), 502 an upstream of the ``openai`` or ``vllm`` engine failed, 503 the engine is
-down. :func:`install_handlers` maps every exception a route can raise to one of them. A value a
-message echoes (an id, a model name) is cut to its first 64 characters (:func:`autellix.exceptions.shown`).
+down or no upstream is available, 504 an upstream timed out. An upstream's own 400, 404, 413,
+422 or 429 reaches the client as that status. :func:`install_handlers` maps every exception a
+route can raise to one of them. A value a message echoes (an id, a model name) is cut to its first
+64 characters (:func:`autellix.exceptions.shown`).
 """
 
 from __future__ import annotations
@@ -49,9 +51,11 @@ _ERROR_DOCS = {
     401: "missing or unknown API key",
     404: "unknown model or program",
     413: "request body too large",
-    429: "queue full or API key over its concurrency limit (with Retry-After)",
+    422: "an upstream refused the request as unprocessable",
+    429: "queue full, API key over its concurrency limit, or an upstream's 429 (with Retry-After)",
     502: "an upstream of the openai or vllm engine failed",
-    503: "the engine is down (a vLLM server of the vllm engine exited)",
+    503: "the engine is down, or no upstream is available (with Retry-After)",
+    504: "an upstream timed out (connect, first token, or between chunks)",
 }
 
 

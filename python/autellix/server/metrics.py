@@ -11,6 +11,8 @@ Metrics (times are wall seconds):
 - ``autellix_engine_load_ratio``: running calls over batch slots;
 - ``autellix_programs_live``: programs in the core's process table;
 - ``autellix_preemptions_total``: calls the core preempted;
+- ``autellix_upstreams_up``, ``autellix_upstream_ejections_total``: upstreams available, and
+  ejections since start (the ``openai`` and ``vllm`` engines only);
 - ``autellix_time_to_first_token_seconds``, ``autellix_call_latency_seconds``: histograms, from
   submission to the first token and to the end of the call (a call that never produced a token
   has no TTFT sample);
@@ -86,6 +88,15 @@ class _EngineCollector(Collector):
         yield CounterMetricFamily(
             "autellix_preemptions", "Calls preempted by the scheduler", value=stats.preemptions
         )
+        if stats.upstreams_up is not None:  # only engines in front of upstreams
+            yield GaugeMetricFamily(
+                "autellix_upstreams_up", "Upstreams available to take calls", value=stats.upstreams_up
+            )
+            yield CounterMetricFamily(
+                "autellix_upstream_ejections",
+                "Upstreams ejected (failed calls or health checks)",
+                value=stats.ejections,
+            )
 
 
 class Metrics:

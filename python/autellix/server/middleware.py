@@ -1,17 +1,27 @@
 """ASGI middleware of ``autellix serve``: the request body limit (413) and API keys with their
-per-key concurrency limit (401, 429).
+tenants and per-key concurrency limit (401, 429).
 
-With ``ServerConfig.api_keys`` set, every ``/v1/*`` route needs ``Authorization: Bearer <key>``;
-``/health`` and ``/metrics`` stay open. With ``max_concurrent_per_key`` set, a key may have that
-many completion requests in flight (a streaming one until its stream ends). With authentication
-off, all requests share one (anonymous) key, so the limit is server-wide.
+With ``ServerConfig.api_keys`` or ``admin_keys`` set, every ``/v1/*`` route needs
+``Authorization: Bearer <key>``; ``/health`` stays open, and so do ``/metrics`` and the API docs
+unless ``protect_metrics`` is set. With ``max_concurrent_per_key`` set, a key may have that many
+completion requests in flight (a streaming one until its stream ends). With authentication off,
+all requests share one (anonymous) key, so the limit is server-wide.
+
+Each key is a tenant: programs and their calls are scoped to it (:mod:`.identity`). A tenant is
+named by a stable, non-secret label, never by its key: ``key-N`` for the N-th API key and
+``admin-N`` for the N-th admin key (1-based, in ``ServerConfig`` order), ``""`` with
+authentication off. The matched :class:`Tenant` is put in the ASGI scope's ``state``
+(``request.state.tenant``, read with :func:`tenant_of`).
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
+
+from starlette.requests import Request
 
 from autellix.server.errors import error_response
 from autellix.server.metrics import Metrics
@@ -79,19 +89,55 @@ class BodyLimit:
 _COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
+@dataclass(frozen=True)
+class Tenant:
+    """Whose request it is: the label of its API key, and whether that is an admin key (which may
+    read and finish other tenants' programs)."""
+
+    label: str
+    admin: bool = False
+
+
+#: the one tenant of a server without API keys
+ANONYMOUS = Tenant("")
+
+
+def tenants(keys: tuple[str, ...], admin_keys: tuple[str, ...] = ()) -> dict[str, Tenant]:
+    """Each key's tenant: ``key-N`` for API keys, ``admin-N`` for admin keys (1-based)."""
+    out = {key: Tenant(f"key-{i}") for i, key in enumerate(keys, 1)}
+    out.update({key: Tenant(f"admin-{i}", admin=True) for i, key in enumerate(admin_keys, 1)})
+    return out
+
+
+def tenant_of(request: Request) -> Tenant:
+    """The tenant :class:`ApiKeys` matched for ``request`` (:data:`ANONYMOUS` without keys)."""
+    tenant = getattr(request.state, "tenant", ANONYMOUS)
+    return tenant if isinstance(tenant, Tenant) else ANONYMOUS
+
+
 class ApiKeys:
-    """ASGI middleware: API keys on ``/v1/*`` (401) and the per-key concurrency limit (429)."""
+    """ASGI middleware: API keys on ``/v1/*`` and the ``protected`` paths (401), the request's
+    tenant in its scope, and the per-key concurrency limit (429)."""
 
     def __init__(
-        self, app: _ASGIApp, keys: tuple[str, ...], max_concurrent: int | None, metrics: Metrics
+        self,
+        app: _ASGIApp,
+        keys: tuple[str, ...],
+        max_concurrent: int | None,
+        metrics: Metrics,
+        admin_keys: tuple[str, ...] = (),
+        protected: tuple[str, ...] = (),
     ) -> None:
-        self.app, self.keys, self.max_concurrent, self.metrics = app, keys, max_concurrent, metrics
+        self.app, self.max_concurrent, self.metrics = app, max_concurrent, metrics
+        self.tenants = tenants(keys, admin_keys)
+        self.protected = frozenset(protected)
         self.in_flight: dict[str, int] = {}
 
-    def _key(self, scope: _Scope) -> str | None:
-        """The request's valid key ("" with authentication off), or ``None``."""
-        if not self.keys:
-            return ""
+    def _tenant(self, scope: _Scope) -> Tenant | None:
+        """The tenant of the request's valid key (:data:`ANONYMOUS` with authentication off), or
+        ``None``."""
+        if not self.tenants:
+            return ANONYMOUS
         for name, value in scope.get("headers", []):
             if name == b"authorization":
                 scheme, _, token = value.decode("latin-1").partition(" ")
@@ -100,19 +146,19 @@ class ApiKeys:
                     return None
                 # compare with every key, in constant time per key
                 found = None
-                for key in self.keys:
+                for key, tenant in self.tenants.items():
                     if hmac.compare_digest(token.encode(), key.encode()):
-                        found = key
+                        found = tenant
                 return found
         return None
 
     async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not (path == "/v1" or path.startswith("/v1/")):
+        if not (path == "/v1" or path.startswith("/v1/") or path in self.protected):
             await self.app(scope, receive, send)
             return
-        key = self._key(scope)
-        if key is None:
+        tenant = self._tenant(scope)
+        if tenant is None:
             response = error_response(
                 401,
                 "missing or invalid API key: send Authorization: Bearer <key>",
@@ -122,6 +168,8 @@ class ApiKeys:
             )
             await response(scope, receive, send)
             return
+        scope.setdefault("state", {})["tenant"] = tenant
+        key = tenant.label
         if self.max_concurrent is None or path not in _COMPLETION_PATHS:
             await self.app(scope, receive, send)
             return

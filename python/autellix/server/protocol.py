@@ -7,7 +7,9 @@ A chat message's ``content`` may be a list of text parts (``[{"type": "text", "t
 other parts (images, audio, files) are a 400. A completion's ``prompt`` is one text, or a list of
 one (several prompts, or token ids, are a 400: one call per request).
 The autellix fields ``program_id``, ``thread_id`` and ``parent_ids`` may be given in the body
-(the official client sends them with ``extra_body``) or as ``X-Autellix-*`` headers.
+(the official client sends them with ``extra_body``) or as ``X-Autellix-*`` headers; the identity
+hints other stacks send (``session_id``, ``vllm_xargs``, ``nvext``, ``metadata``) stay unknown
+fields, read leniently by :mod:`autellix.server.identity`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     StrictBool,
     StrictFloat,
@@ -47,6 +50,18 @@ class _Request(BaseModel):
     program_id: str | None = None
     thread_id: str | None = None
     parent_ids: list[str] | None = None
+    # not a body field (a client's "tenant" is an unknown field): set by the route from the key
+    _tenant: str = PrivateAttr(default="")
+
+    @property
+    def tenant(self) -> str:
+        """The label of the API key the request came with (``""`` without keys): its programs'
+        scope."""
+        return self._tenant
+
+    @tenant.setter
+    def tenant(self, label: str) -> None:
+        self._tenant = label
 
 
 class TextPart(BaseModel):
@@ -223,6 +238,8 @@ class ProgramEntry(BaseModel):
     of engine time, i.e. wall time divided by the server's time scale)."""
 
     id: str
+    #: the label of the API key that owns the program (``""`` without keys)
+    tenant: str = ""
     core_id: int
     arrival: float
     attained_service: float

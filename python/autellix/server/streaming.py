@@ -2,14 +2,18 @@
 events, with the same settlement either way.
 
 A client that disconnects cancels its call, streaming or not: the call leaves the core at once
-and frees its slot. When an upstream fails, a plain response becomes a 502 and a stream already
-under way ends with an error event (the official client raises it).
+and frees its slot. A stream's response is held (:func:`opening`) until the call's first token or
+its end, so that a call that fails before any token gets its own status, as a plain response does:
+the upstream's 4xx passed through, 502 (upstream failed), 503 (no upstream available), 504
+(upstream timed out), with ``Retry-After`` where known. A stream already under way can only end
+with an error event (the official client raises it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -52,6 +56,45 @@ async def _collect(server: Server, handle: CallHandle, anonymous: bool, request:
     return "".join(parts)
 
 
+async def _first(handle: CallHandle, request: Request) -> list[str | None] | None:
+    """``[the call's first token, or None at its end]``, or ``None`` when the client left first."""
+    reader = asyncio.ensure_future(handle.tokens.get())
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait((reader, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (reader, watcher):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(reader, watcher, return_exceptions=True)
+    if not reader.done() or reader.cancelled():
+        return None
+    return [reader.result()]
+
+
+async def opening(
+    server: Server, handle: CallHandle, anonymous: bool, request: Request
+) -> list[str | None] | Response:
+    """Wait for a streamed call's first token or end: ``[it]`` for :func:`events`, or the response
+    that replaces the stream (the call failed before any token, or the client left)."""
+    if handle.tokens.empty():
+        held = await _first(handle, request)
+        if held is None:
+            server.settle(handle, anonymous)  # cancels the call
+            return Response(status_code=499)  # nobody reads it
+    else:
+        held = [handle.tokens.get_nowait()]
+    if held[0] is None and handle.error is not None:
+        server.settle(handle, anonymous)
+        return _upstream_error(handle)
+    return held
+
+
 async def whole_text(server: Server, handle: CallHandle, anonymous: bool, request: Request) -> str | Response:
     """A non-streamed call's text, or the response that replaces it (client gone, upstream failed)."""
     text = await _collect(server, handle, anonymous, request)
@@ -71,15 +114,19 @@ async def events(
     token: Any,
     last: Any,
     usage: Any,
+    held: list[str | None] | None = None,
 ) -> AsyncIterator[str]:
-    """The SSE body of a streamed call: ``first`` (if not ``None``), ``token(text)`` per token, the
-    closing ``last()`` (built once the finish reason is known), ``usage()`` when not ``None``,
-    ``[DONE]``; an error event instead of the close when the upstream failed."""
+    """The SSE body of a streamed call: ``first`` (if not ``None``), ``token(text)`` per token (the
+    first one ``held[0]`` when :func:`opening` took it), the closing ``last()`` (built once the
+    finish reason is known), ``usage()`` when not ``None``, ``[DONE]``; an error event instead of
+    the close when the upstream failed."""
     try:
         if first is not None:
             yield _sse(first)
-        while (text := await handle.tokens.get()) is not None:
+        text = held[0] if held else await handle.tokens.get()
+        while text is not None:
             yield _sse(token(text))
+            text = await handle.tokens.get()
         if handle.error is not None:
             yield _error_event(handle)
             return
@@ -92,11 +139,17 @@ async def events(
 
 
 def _upstream_error(handle: CallHandle) -> JSONResponse:
-    return error_response(502, handle.error or "upstream failed", "upstream_error", "upstream_failed")
+    headers = None
+    if handle.retry_after is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(handle.retry_after)))}
+    message = handle.error or "upstream failed"
+    return error_response(handle.error_status, message, handle.error_type, handle.error_code, headers)
 
 
 def _error_event(handle: CallHandle) -> str:
-    info = ErrorInfo(message=handle.error or "upstream failed", type="upstream_error", code="upstream_failed")
+    info = ErrorInfo(
+        message=handle.error or "upstream failed", type=handle.error_type, code=handle.error_code
+    )
     return f"data: {ErrorResponse(error=info).model_dump_json(exclude_none=True)}\n\n"
 
 

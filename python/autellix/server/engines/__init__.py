@@ -34,12 +34,19 @@ def make_engine(config: ServerConfig) -> Engine:
             balancer=config.balancer,
             forward_priority=config.upstream_priority,
             forward_identity=config.upstream_identity,
+            connect_timeout=config.upstream_connect_timeout,
+            first_token_timeout=config.upstream_first_token_timeout,
+            read_timeout=config.upstream_read_timeout,
+            health_interval=config.upstream_health_interval,
+            health_timeout=config.upstream_health_timeout,
+            retries=config.upstream_retries,
         )
     return SimEngine(
         config.scheduler_config(),
         preset=config.preset,
         time_scale=config.time_scale,
         max_running=config.max_running,
+        max_batched_tokens=config.max_batched_tokens,
         max_queued=config.max_queued,
     )
 

@@ -44,6 +44,13 @@ class CallHandle:
     settled: bool = False
     #: why the call failed (finish reason ``"error"``): an upstream engine's failure
     error: str | None = None
+    #: how a failed call is answered: HTTP status (502 upstream failed, 503 no upstream available,
+    #: 504 upstream timed out, or an upstream's 4xx passed through), OpenAI error type and code, and
+    #: the ``Retry-After`` seconds (429, 503) when known
+    error_status: int = 502
+    error_type: str = "upstream_error"
+    error_code: str | None = "upstream_failed"
+    retry_after: float | None = None
 
     @property
     def done(self) -> bool:
@@ -105,6 +112,11 @@ class EngineStats:
     preemptions: int = 0
     #: programs in the core's process table
     live_programs: int = 0
+    #: upstreams available to take calls, of how many (``None``: the engine has no upstreams)
+    upstreams_up: int | None = None
+    upstreams_total: int | None = None
+    #: upstreams ejected (outlier detection or a failed health check) since start
+    ejections: int = 0
 
 
 class Engine(ABC):
@@ -175,6 +187,11 @@ class Engine(ABC):
         """Whether the engine can serve calls (``/health`` answers 503 otherwise)."""
         return True
 
+    @property
+    def upstreams_available(self) -> tuple[int, int] | None:
+        """``(up, total)`` upstreams for ``/health``; ``None`` for an engine without upstreams."""
+        return None
+
     def live(self, call: int) -> bool:
         """Whether the core still holds ``call`` (waiting or running)."""
         return call in self._scheduler
@@ -184,14 +201,19 @@ class Engine(ABC):
         return EngineStats()
 
     def _check_room(self) -> None:
-        """Before a new call: refuse it while ``max_queued`` calls already wait (HTTP 429), and
-        expire idle programs (so a balancer forgets them before it places the call)."""
+        """Before a new call: refuse it while ``max_queued`` calls already wait (HTTP 429)."""
         if self.waiting >= self.max_queued:
             excess = self.waiting - self.max_queued + 1
             raise QueueFullError(
                 f"the server is at capacity: {self.waiting} calls are already waiting",
                 retry_after=retry_after(excess, self._rate.per_second()),
             )
+
+    def collect_garbage(self) -> None:
+        """Expire idle programs now (at most once per engine second). The server calls it before
+        it resolves a new call's program name, so that the name cannot be expired between its
+        lookup and the call's submission, and a balancer forgets expired programs before it
+        places the call."""
         self._collect_garbage(self._now())
 
     def _enter(

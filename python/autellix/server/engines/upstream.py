@@ -22,10 +22,26 @@ and hands the calls that wider step admitted past the free slots back to the cor
 each one's completion is recorded as finished (its service and critical path count, and it stays
 a valid parent of later calls), and :attr:`UpstreamEngine.preemptions` counts the core's tries.
 
-Upstream failures (connection refused, a non-2xx status, a broken stream) end the call with
-finish reason ``"error"`` and :attr:`CallHandle.error` set; the server answers 502 or sends an
-error event, and the core drops the call (it is neither a finished call nor a parent).
+**Failures** (:mod:`.upstream_failure`) end the call with finish reason ``"error"`` and the
+handle's ``error``, ``error_status``, ``error_type``, ``error_code`` and ``retry_after`` set: the
+server answers that status (an upstream's 400/404/413/422/429 passed through, 502 for a 5xx or a
+broken stream, 504 for a timeout, 503 ``no_upstream`` when no upstream is available) or, once a
+stream has sent tokens, an error event; the core drops the call (neither finished nor a parent).
 Cancelling a call cancels its forwarding task, which closes the upstream stream.
+
+**Availability** (:mod:`.upstream_health`, :mod:`.upstream_probe`): failed calls eject an
+upstream for a growing time and periodic health checks eject and restore it; the balancer only
+chooses among available upstreams (a program pinned to an ejected one is re-placed), calls waiting
+in an ejected upstream's queue move to an available one, and a call that never reached its
+upstream (refused, connect timeout, connection closed before any response byte) is **retried** on
+another available one, up to ``retries`` times, unseen by the client: it leaves the core and is
+submitted again under the same id on the new upstream. A call that got response bytes is never
+retried. With no upstream available a call fails at once with 503 and a ``Retry-After``.
+
+**Timeouts**: ``connect_timeout`` for the TCP connect; ``first_token_timeout`` for the silence
+before the first event of the stream (the upstream queues and prefills: long prompts legitimately
+take a while); then ``read_timeout`` for the silence between two reads (a decode step is well under
+a second, so a long silence means a stopped or wedged upstream).
 
 The core's clock is wall seconds since :meth:`UpstreamEngine.start` (``time.perf_counter``).
 """
@@ -47,7 +63,15 @@ from autellix._core import CallState, Scheduler, SchedulerConfig
 from autellix.balancer import make_balancer
 from autellix.exceptions import AutellixError, ConfigError, InvalidCallError, ProgramNotFoundError
 from autellix.identity import FIELDS, to_xargs
-from autellix.server.engines.base import CallHandle, CompletionRate, Engine, EngineStats
+from autellix.server.engines.base import CallHandle, CompletionRate, Engine, EngineStats, retry_after
+from autellix.server.engines.upstream_failure import (
+    UpstreamFailure,
+    from_event,
+    from_exception,
+    from_status,
+)
+from autellix.server.engines.upstream_health import UpstreamHealth
+from autellix.server.engines.upstream_probe import HealthProbe
 from autellix.server.protocol import ChatCompletionRequest, CompletionRequest
 
 _log = logging.getLogger(__name__)
@@ -70,12 +94,21 @@ class UpstreamEngine(Engine):
         forward_priority: bool = False,
         forward_identity: bool = False,
         api_key: str | None = None,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        first_token_timeout: float = 120.0,
+        read_timeout: float = 30.0,
+        health_interval: float = 1.0,
+        health_timeout: float = 2.0,
+        retries: int = 2,
     ) -> None:
         if not upstreams:
             raise ConfigError("the openai engine needs at least one upstream URL")
         if max_inflight < 1 or max_queued < 0:
             raise ConfigError("max_inflight must be >= 1 and max_queued >= 0")
+        if min(connect_timeout, first_token_timeout, read_timeout, health_timeout) <= 0:
+            raise ConfigError("upstream timeouts must be > 0")
+        if health_interval < 0 or retries < 0:
+            raise ConfigError("the health check interval and retries must be >= 0")
         self.upstreams = [_base(url) for url in upstreams]
         self.max_inflight = max_inflight
         self.max_queued = max_queued
@@ -86,10 +119,29 @@ class UpstreamEngine(Engine):
         self._scheduler = Scheduler(scheduler or SchedulerConfig())
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._connect_timeout = connect_timeout
+        self._first_token_timeout = first_token_timeout
+        self._read_timeout = read_timeout
+        self.retries = retries
+        self._health = UpstreamHealth(len(self.upstreams), check_interval=health_interval)
+        self._probe = (
+            HealthProbe(
+                self.upstreams,
+                self._checked,
+                interval=health_interval,
+                timeout=health_timeout,
+                headers=self._headers,
+            )
+            if health_interval > 0
+            else None
+        )
         self._client: aiohttp.ClientSession | None = None
         self._calls: dict[int, CallHandle] = {}
         self._engine_of: dict[int, int] = {}
         self._bodies: dict[int, tuple[str, dict[str, Any]]] = {}
+        #: each call's thread and explicit parents, to submit it again on another upstream
+        self._lineage: dict[int, tuple[int, tuple[int, ...]]] = {}
+        #: upstreams a retried call has failed on
+        self._tried: dict[int, set[int]] = {}
         #: forwarding tasks of the calls in flight, per upstream
         self._inflight: list[dict[int, asyncio.Task[None]]] = [{} for _ in self.upstreams]
         #: live calls (queued or in flight) per upstream: the balancer's load
@@ -119,14 +171,23 @@ class UpstreamEngine(Engine):
             slots = self.max_inflight * len(self.upstreams)
             # aiohttp rather than httpx: its C HTTP parser costs a fraction of httpx's CPU per
             # forwarded call, which is most of what autellix adds in front of an upstream.
+            # sock_read covers the wait for the first event; _forward shortens it to read_timeout
+            # once the stream flows
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=self._connect_timeout, sock_read=self._first_token_timeout
+            )
             self._client = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+                timeout=timeout,
                 connector=aiohttp.TCPConnector(limit=slots, limit_per_host=0),
                 headers=self._headers,
                 read_bufsize=1 << 20,  # the longest SSE line accepted
             )
+            if self._probe is not None:
+                self._probe.start()
 
     async def stop(self) -> None:
+        if self._probe is not None:
+            await self._probe.stop()
         tasks = [task for per in self._inflight for task in per.values()]
         for task in tasks:
             task.cancel()
@@ -156,7 +217,11 @@ class UpstreamEngine(Engine):
         if body is None:
             raise InvalidCallError("the openai engine forwards request bodies; none was given")
         self._check_room()
-        upstream = self._balancer.choose(program, prompt_tokens, self._live)
+        available = self._health.mask(self._now())
+        # with none available the call is entered (on upstream 0) only to fail at once: 503
+        upstream = (
+            self._balancer.choose(program, prompt_tokens, self._live, available) if any(available) else 0
+        )
         handle = self._enter(
             program,
             prompt_tokens,
@@ -169,7 +234,11 @@ class UpstreamEngine(Engine):
         call = handle.id
         self._engine_of[call] = upstream
         self._bodies[call] = _forwarded(body, self.forward_identity)
+        self._lineage[call] = (thread, tuple(parents))
         self._live[upstream] += 1
+        if not any(available):
+            self._completed(upstream, call, "error", self._no_upstream())
+            return handle
         self._pump(upstream)
         return handle
 
@@ -211,22 +280,37 @@ class UpstreamEngine(Engine):
             load=self.inflight / (self.max_inflight * len(self.upstreams)),
             preemptions=self.preemptions,
             live_programs=self._scheduler.num_programs,
+            upstreams_up=self._health.up(self._now()),
+            upstreams_total=len(self.upstreams),
+            ejections=self._health.ejections,
         )
+
+    @property
+    def healthy(self) -> bool:
+        return self._health.up(self._now()) > 0
+
+    @property
+    def upstreams_available(self) -> tuple[int, int] | None:
+        return self._health.up(self._now()), len(self.upstreams)
 
     # -- dispatch ---------------------------------------------------------------------------
 
-    def _drop(self, call: int, reason: str, error: str | None = None) -> None:
+    def _drop(self, call: int, reason: str, failure: UpstreamFailure | None = None) -> None:
         """Forget ``call`` locally (not in the core) and end its handle."""
         handle = self._calls.pop(call)
         upstream = self._engine_of.pop(call)
         self._bodies.pop(call, None)
+        self._lineage.pop(call, None)
+        self._tried.pop(call, None)
         self._live[upstream] -= 1
         self._progress[upstream].pop(call, None)
         task = self._inflight[upstream].pop(call, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()  # closes the upstream stream
-        if error is not None:
-            handle.error = error
+        if failure is not None:
+            handle.error = failure.message
+            handle.error_status, handle.error_type = failure.status, failure.type
+            handle.error_code, handle.retry_after = failure.code, failure.retry_after
         handle._end(reason)
         self._rate.record()
 
@@ -278,18 +362,122 @@ class UpstreamEngine(Engine):
                 self._forward(upstream, self._calls[cid], level), name=f"autellix-upstream-{cid}"
             )
 
-    def _completed(self, upstream: int, call: int, reason: str, error: str | None = None) -> None:
+    def _completed(
+        self, upstream: int, call: int, reason: str, failure: UpstreamFailure | None = None
+    ) -> None:
         """The upstream call ended (on its own, not cancelled)."""
         if call not in self._calls:
             return
-        self._drop(call, reason, error)
-        if self._running_in_core(call):  # always, while it is in the core (see _pump)
-            if error is None:
+        self._drop(call, reason, failure)
+        if failure is None:
+            if self._running_in_core(call):  # always, while it is in the core (see _pump)
                 self._finished[upstream].append(call)
-            else:  # a failed call is no finished call (nor a parent): the core drops it
-                with contextlib.suppress(AutellixError):
-                    self._scheduler.abort(call, self._now())
+        else:  # a failed call (running or waiting) is no finished call nor a parent: the core drops it
+            with contextlib.suppress(AutellixError):
+                self._scheduler.abort(call, self._now())
         self._pump(upstream)
+
+    # -- failures and availability ------------------------------------------------------------
+
+    def _no_upstream(self) -> UpstreamFailure:
+        return UpstreamFailure(
+            f"no upstream is available: all {len(self.upstreams)} are down or ejected",
+            503,
+            code="no_upstream",
+            retry_after=self._health.retry_after(self._now()),
+            counts=False,
+        )
+
+    def _failed(self, upstream: int, handle: CallHandle, failure: UpstreamFailure) -> None:
+        """The forwarded call failed: count it against the upstream, retry it elsewhere if it
+        never reached the upstream, else end it."""
+        now = self._now()
+        if not failure.counts:
+            self._health.succeeded(upstream)  # it answered: alive
+        elif self._health.failed(upstream, now):
+            self._ejected(upstream)
+        if failure.retryable and self._retry(upstream, handle.id, now):
+            return
+        if failure.status == 429 and failure.retry_after is None:
+            failure.retry_after = retry_after(1, self._rate.per_second())
+        self._completed(upstream, handle.id, "error", failure)
+
+    def _retry(self, upstream: int, call: int, now: float) -> bool:
+        """Move ``call``, which never reached ``upstream``, to another available upstream it has
+        not failed on (at most :attr:`retries` times); whether it moved."""
+        tried = self._tried.setdefault(call, set())
+        tried.add(upstream)
+        if len(tried) > self.retries:
+            return False
+        available = [ok and i not in tried for i, ok in enumerate(self._health.mask(now))]
+        if not any(available):
+            return False
+        handle = self._calls[call]
+        dest = self._balancer.choose(handle.program, handle.prompt_tokens, self._live, available)
+        if not self._move(call, dest, now):
+            return False
+        self._pump(upstream)
+        self._pump(dest)
+        return True
+
+    def _move(self, call: int, dest: int, now: float) -> bool:
+        """Take ``call`` (waiting, or in flight but unanswered) off its upstream and queue it on
+        ``dest`` under the same id; ``False`` if the core refused it (then it is out of the core)."""
+        handle = self._calls[call]
+        thread, parents = self._lineage[call]
+        try:
+            self._scheduler.abort(call, now)
+            self._scheduler.submit(
+                call,
+                handle.program,
+                now,
+                thread=thread,
+                engine=dest,
+                parents=list(parents) or None,
+                prompt_tokens=handle.prompt_tokens,
+            )
+        except AutellixError as exc:
+            _log.warning("call %s could not move to upstream %s: %s", call, dest, exc)
+            return False
+        src = self._engine_of[call]
+        task = self._inflight[src].pop(call, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        self._progress[src].pop(call, None)
+        self._live[src] -= 1
+        self._live[dest] += 1
+        self._engine_of[call] = dest
+        return True
+
+    def _ejected(self, upstream: int) -> None:
+        """``upstream`` is out: the calls waiting in its queue move to available upstreams, or
+        fail with 503 when there is none."""
+        _log.warning("upstream %s (%s) ejected", upstream, self.upstreams[upstream])
+        now = self._now()
+        tasks = self._inflight[upstream]
+        waiting = [cid for cid, at in self._engine_of.items() if at == upstream and cid not in tasks]
+        available = self._health.mask(now)
+        touched = set()
+        for cid in waiting:
+            handle = self._calls[cid]
+            if any(available):
+                dest = self._balancer.choose(handle.program, handle.prompt_tokens, self._live, available)
+                if self._move(cid, dest, now):
+                    touched.add(dest)
+                    continue
+            self._drop(cid, "error", self._no_upstream())
+            with contextlib.suppress(AutellixError):
+                self._scheduler.abort(cid, now)
+        for dest in sorted(touched):
+            self._pump(dest)
+
+    def _checked(self, upstream: int, ok: bool) -> None:
+        """A health check's result (:class:`HealthProbe` reports it)."""
+        changed = self._health.checked(upstream, ok, self._now())
+        if changed is False:
+            self._ejected(upstream)
+        elif changed is True:
+            _log.warning("upstream %s (%s) is back", upstream, self.upstreams[upstream])
 
     async def _forward(self, upstream: int, handle: CallHandle, level: int) -> None:
         base = self.upstreams[upstream]
@@ -298,18 +486,22 @@ class UpstreamEngine(Engine):
         if self.forward_priority:
             body["priority"] = level
         reason = "stop"
+        answered = False  # response bytes came: the call reached the upstream, no retry
         try:
             assert self._client is not None, "the engine is not started"
             async with self._client.post(base + path, json=body) as response:
+                answered = True
                 if response.status >= 300:
-                    detail = (await response.read()).decode("utf-8", "replace")[:500]
-                    raise _UpstreamFailure(f"HTTP {response.status}: {detail}")
-                done = False
+                    raise from_status(upstream, response.status, await response.read(), response.headers)
+                done = first = False
                 async for raw in response.content:
                     # Read past [DONE] to the end of the body: a fully read response returns its
                     # connection to the pool; leaving early would close it (a new TCP connect per call).
                     if done or not raw.startswith(b"data:"):
                         continue
+                    if not first:
+                        first = True
+                        self._streaming(response)
                     data = raw[5:].strip()
                     if data == b"[DONE]":
                         done = True
@@ -317,20 +509,31 @@ class UpstreamEngine(Engine):
                     reason = self._relay(upstream, handle, json.loads(data)) or reason
         except asyncio.CancelledError:
             raise
-        except (aiohttp.ClientError, TimeoutError, _UpstreamFailure, ValueError) as exc:
+        except UpstreamFailure as failure:
+            if failure.counts:
+                _log.warning("upstream %s (%s) failed: %s", upstream, base, failure)
+            self._failed(upstream, handle, failure)
+            return
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             # The client learns which upstream and how; its address and the library's text
             # (which names host and port) go to the server's log only.
             _log.warning("upstream %s (%s) failed: %s: %s", upstream, base, type(exc).__name__, exc)
-            detail = f": {exc}" if isinstance(exc, _UpstreamFailure) else ""
-            message = f"upstream {upstream} failed: {type(exc).__name__}{detail}"
-            self._completed(upstream, handle.id, "error", message)
+            self._failed(upstream, handle, from_exception(upstream, exc, answered))
             return
+        self._health.succeeded(upstream)
         self._completed(upstream, handle.id, reason)
+
+    def _streaming(self, response: aiohttp.ClientResponse) -> None:
+        """The first event came: from now on the read timeout is the shorter between-reads one."""
+        protocol = response.connection.protocol if response.connection is not None else None
+        if protocol is not None:
+            protocol.read_timeout = self._read_timeout
+            protocol._reschedule_timeout()  # the running timer still has the first-token wait
 
     def _relay(self, upstream: int, handle: CallHandle, chunk: dict[str, Any]) -> str | None:
         """Deliver one streamed chunk's text; its finish reason, if any."""
         if "error" in chunk:
-            raise _UpstreamFailure(json.dumps(chunk["error"])[:500])
+            raise from_event(upstream, chunk["error"])
         reason = None
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta")
@@ -352,10 +555,6 @@ class UpstreamEngine(Engine):
         for program in programs:
             self._balancer.forget(program)
         super()._expired(programs)
-
-
-class _UpstreamFailure(Exception):
-    pass
 
 
 def _base(url: str) -> str:
