@@ -70,36 +70,16 @@ def register(subparsers: Subparsers) -> None:
     option("balancer", "--balancer", choices=BALANCERS)
     option("upstream_priority", "--upstream-priority", action="store_true")
     option("upstream_identity", "--upstream-identity", action="store_true")
-    option(
-        "upstream_connect_timeout",
-        "--upstream-connect-timeout",
-        type=positive_float("upstream connect timeout"),
-        metavar="S",
-    )
-    option(
-        "upstream_first_token_timeout",
-        "--upstream-first-token-timeout",
-        type=positive_float("upstream first-token timeout"),
-        metavar="S",
-    )
-    option(
-        "upstream_read_timeout",
-        "--upstream-read-timeout",
-        type=positive_float("upstream read timeout"),
-        metavar="S",
-    )
-    option(
-        "upstream_health_interval",
-        "--upstream-health-interval",
-        type=non_negative_float("upstream health interval"),
-        metavar="S",
-    )
-    option(
-        "upstream_health_timeout",
-        "--upstream-health-timeout",
-        type=positive_float("upstream health timeout"),
-        metavar="S",
-    )
+    for what, parse in (
+        ("connect timeout", positive_float),
+        ("first-token timeout", positive_float),
+        ("read timeout", positive_float),
+        ("health interval", non_negative_float),
+        ("health timeout", positive_float),
+    ):
+        words = what.replace("-", " ").split()
+        field = "_".join(["upstream", *words])
+        option(field, "--" + "-".join(["upstream", *words]), type=parse(f"upstream {what}"), metavar="S")
     option("upstream_retries", "--upstream-retries", type=int_at_least(0, "upstream retries"), metavar="N")
     vllm = p.add_argument_group(
         "vllm engine",

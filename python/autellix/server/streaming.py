@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -24,6 +24,8 @@ from autellix.server.engines import CallHandle
 from autellix.server.errors import error_response
 from autellix.server.protocol import ErrorInfo, ErrorResponse
 from autellix.server.state import Server
+
+_T = TypeVar("_T")
 
 
 async def _collect(server: Server, handle: CallHandle, anonymous: bool, request: Request) -> str | None:
@@ -34,47 +36,42 @@ async def _collect(server: Server, handle: CallHandle, anonymous: bool, request:
         while (token := await handle.tokens.get()) is not None:
             parts.append(token)
 
-    async def disconnected() -> None:
-        # the body is read already: the next message is the disconnect (or, with uvicorn, also
-        # the end of the response, but by then the reader has won)
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    reader = asyncio.ensure_future(read())
-    watcher = asyncio.ensure_future(disconnected())
     try:
-        await asyncio.wait((reader, watcher), return_when=asyncio.FIRST_COMPLETED)
+        done = await _unless_client_leaves(request, asyncio.ensure_future(read()))
     finally:
-        for task in (reader, watcher):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(reader, watcher, return_exceptions=True)
         server.settle(handle, anonymous)
-    if not reader.done() or reader.cancelled():
+    if done is None:
         return None
-    reader.result()
+    done.result()
     return "".join(parts)
 
 
 async def _first(handle: CallHandle, request: Request) -> list[str | None] | None:
     """``[the call's first token, or None at its end]``, or ``None`` when the client left first."""
-    reader = asyncio.ensure_future(handle.tokens.get())
+    done = await _unless_client_leaves(request, asyncio.ensure_future(handle.tokens.get()))
+    return None if done is None else [done.result()]
 
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
 
-    watcher = asyncio.ensure_future(disconnected())
+async def _disconnected(request: Request) -> None:
+    # the body is read already: the next message is the disconnect (or, with uvicorn, also the end
+    # of the response, but by then the work has won)
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_client_leaves(request: Request, work: asyncio.Future[_T]) -> asyncio.Future[_T] | None:
+    """``work``, finished, or ``None`` (and ``work`` cancelled) when the client left first."""
+    watcher = asyncio.ensure_future(_disconnected(request))
     try:
-        await asyncio.wait((reader, watcher), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (reader, watcher):
+        for task in (work, watcher):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(reader, watcher, return_exceptions=True)
-    if not reader.done() or reader.cancelled():
+            await asyncio.gather(work, watcher, return_exceptions=True)
+    if not work.done() or work.cancelled():
         return None
-    return [reader.result()]
+    return work
 
 
 async def opening(
