@@ -374,6 +374,32 @@ def test_stopped_upstream_times_out_with_504(serve: Serve, fake: Callable[..., F
     wait_for(lambda: _health(checked)[0] == 503)  # the checks time out too
 
 
+def test_calls_stranded_on_a_stopped_upstream_move_when_it_is_ejected(
+    serve: Serve, fake: Callable[..., Fake]
+) -> None:
+    """An upstream that stops while it holds a call (SIGSTOP: connections accepted, nothing
+    answered, health checks time out): once its checks eject it, the call, which has delivered no
+    token, moves to the other upstream and succeeds, long before the first-token timeout."""
+    stopped = asyncio.Event()
+
+    async def stops_on_a_call(request: web.Request) -> web.StreamResponse:
+        if request.method == "GET" and not stopped.is_set():
+            return web.json_response({"status": "ok"})
+        stopped.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    frozen, live = fake(stops_on_a_call), fake()
+    # least-loaded ties go to the first upstream: the call is sent to the one that stops
+    front = _openai_front(
+        serve, frozen.url, live.url, balancer="least-loaded", upstream_first_token_timeout=60, **FAST_CHECKS
+    )
+    wait_for(lambda: _health(front) == (200, {**_health(front)[1], "upstreams": {"up": 2, "total": 2}}))
+    assert _ask(front.client(timeout=20)) == "hi"
+    assert frozen.paths.count("/v1/chat/completions") == 1 and live.paths.count("/v1/chat/completions") == 1
+    _settled(front, "p")
+
+
 def test_ejection_backs_off_and_checks_override_it() -> None:
     """Outlier ejection after EJECT_AFTER failures in a row, for a time that doubles per ejection in
     a row up to the cap and resets after a success; a failing check ejects until a passing one."""

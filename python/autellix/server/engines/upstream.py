@@ -32,10 +32,11 @@ Cancelling a call cancels its forwarding task, which closes the upstream stream.
 **Availability** (:mod:`.upstream_health`, :mod:`.upstream_probe`): failed calls eject an
 upstream for a growing time and periodic health checks eject and restore it; the balancer only
 chooses among available upstreams (a program pinned to an ejected one is re-placed), calls waiting
-in an ejected upstream's queue move to an available one, and a call that never reached its
-upstream (refused, connect timeout, connection closed before any response byte) is **retried** on
-another available one, up to ``retries`` times, unseen by the client: it leaves the core and is
-submitted again under the same id on the new upstream. A call that got response bytes is never
+in an ejected upstream's queue move to an available one (and so do its calls in flight that have
+delivered no token: a stopped upstream would hold them until the first-token timeout), and a call
+that never reached its upstream (refused, connect timeout, connection closed before any response
+byte) is **retried** on another available one, up to ``retries`` times, unseen by the client: it
+leaves the core and is submitted again under the same id on the new upstream. A call that got response bytes is never
 retried. With no upstream available a call fails at once with 503 and a ``Retry-After``.
 
 **Timeouts**: ``connect_timeout`` for the TCP connect; ``first_token_timeout`` for the silence
@@ -450,21 +451,31 @@ class UpstreamEngine(Engine):
         return True
 
     def _ejected(self, upstream: int) -> None:
-        """``upstream`` is out: the calls waiting in its queue move to available upstreams, or
-        fail with 503 when there is none."""
+        """``upstream`` is out: the calls waiting in its queue move to available upstreams (or fail
+        with 503 when there is none), and so do its calls in flight that have delivered no token
+        yet (a stopped upstream would hold them until the first-token timeout; the client has seen
+        nothing of them, and the upstream's half-done work is abandoned)."""
         _log.warning("upstream %s (%s) ejected", upstream, self.upstreams[upstream])
         now = self._now()
         tasks = self._inflight[upstream]
-        waiting = [cid for cid, at in self._engine_of.items() if at == upstream and cid not in tasks]
+        current = asyncio.current_task()
+        stranded = [
+            cid
+            for cid, at in self._engine_of.items()
+            if at == upstream
+            and (cid not in tasks or (self._calls[cid].first_token_at is None and tasks[cid] is not current))
+        ]
         available = self._health.mask(now)
         touched = set()
-        for cid in waiting:
+        for cid in stranded:
             handle = self._calls[cid]
             if any(available):
                 dest = self._balancer.choose(handle.program, handle.prompt_tokens, self._live, available)
                 if self._move(cid, dest, now):
                     touched.add(dest)
                     continue
+            if cid in tasks:
+                continue  # in flight: it may still finish, or time out
             self._drop(cid, "error", self._no_upstream())
             with contextlib.suppress(AutellixError):
                 self._scheduler.abort(cid, now)
