@@ -64,9 +64,11 @@ class ServerConfig:
         30.0, "seconds a request body may take to arrive once its headers are in; else 408 and close"
     )
     idle_timeout: float = option(
-        5.0,
+        65.0,
         "seconds a kept-alive connection may wait for its next request (uvicorn's timeout_keep_alive); "
-        "behind a load balancer, make it longer than the balancer's own idle timeout",
+        "longer than clients' and load balancers' own idle expiry (the openai SDK's 5 s, aiohttp's 15 s, "
+        "AWS ALB's 60 s), so that the client drops an idle connection first: a request sent just as "
+        "the server closes the connection is lost",
     )
     max_connections: int | None = option(
         None,

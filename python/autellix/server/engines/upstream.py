@@ -36,8 +36,9 @@ in an ejected upstream's queue move to an available one (and so do its calls in 
 delivered no token: a stopped upstream would hold them until the first-token timeout), and a call
 that never reached its upstream (refused, connect timeout, connection closed before any response
 byte) is **retried** on another available one, up to ``retries`` times, unseen by the client: it
-leaves the core and is submitted again under the same id on the new upstream. A call that got response bytes is never
-retried. With no upstream available a call fails at once with 503 and a ``Retry-After``.
+leaves the core and is submitted again under the same id on the new upstream. A call that got
+response bytes is never retried. With no upstream available a call fails at once with 503 and a
+``Retry-After``.
 
 **Timeouts**: ``connect_timeout`` for the TCP connect; ``first_token_timeout`` for the silence
 before the first event of the stream (the upstream queues and prefills: long prompts legitimately
@@ -179,7 +180,9 @@ class UpstreamEngine(Engine):
             )
             self._client = aiohttp.ClientSession(
                 timeout=timeout,
-                connector=aiohttp.TCPConnector(limit=slots, limit_per_host=0),
+                # idle connections dropped after 4 s, before uvicorn-based upstreams (vLLM, SGLang,
+                # autellix) close theirs at 5 s: a call sent as the upstream closes would fail
+                connector=aiohttp.TCPConnector(limit=slots, limit_per_host=0, keepalive_timeout=4.0),
                 headers=self._headers,
                 read_bufsize=1 << 20,  # the longest SSE line accepted
             )
