@@ -1,5 +1,6 @@
 """``bench_vllm_replay.py``'s tables: latency per side and policy, the FCFS / policy ratios and
-fractions, the recompute / offload comparison and the overhead measurement."""
+fractions, the recompute / offload comparison, the KV placement comparison and the overhead
+measurement."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from _replay import BASELINE
 from _vllm_replay_compare import GOAL_FRACTION, OFFLOAD_SIDES, SIDES
+from _vllm_replay_kv import KV_SIDES
 from _vllm_replay_overhead import GOAL_OVERHEAD
 
 
@@ -20,6 +22,8 @@ def report(result: dict[str, Any]) -> None:
         _ratio_table(console, result)
     if "offload" in result:
         _offload_table(console, result["offload"], result["config"])
+    for workload, r in result.get("kv", {}).items():
+        _kv_table(console, workload, r, result["config"])
     if "overhead" in result:
         _overhead_table(console, result["overhead"])
 
@@ -168,12 +172,19 @@ def _overhead_table(console: Any, o: dict[str, Any]) -> None:
     table = Table(
         title="vLLM scheduler CPU time per step (schedule + update_from_output), "
         f"{o['running']} running / {o['waiting']:,} waiting, {o['steps_measured']} steps each, "
-        "sides alternating step by step",
+        "sides stepped in turn",
         title_justify="left",
     )
     for col in ("scheduler", "median µs", "mean µs", "P90 µs", "of which core step µs", "preempt"):
         table.add_column(col, justify="left" if col == "scheduler" else "right")
-    for name, label in (("stock", "AsyncScheduler (stock)"), ("autellix", "AutellixScheduler (plas)")):
+    labels = {
+        "stock": "AsyncScheduler (stock)",
+        "autellix": "AutellixScheduler (plas, kv lru)",
+        "autellix_kv": "AutellixScheduler (plas, kv autellix)",
+    }
+    for name, label in labels.items():
+        if name not in o:
+            continue
         s = o[name]
         table.add_row(
             label,
@@ -184,18 +195,78 @@ def _overhead_table(console: Any, o: dict[str, Any]) -> None:
             str(s["preemptions"]),
         )
     console.print(table)
-    color = "green" if o["pass"] else "red"
+    for name, a in o["sides"].items():
+        color = "green" if a["pass"] else "red"
+        console.print(
+            f"[{color}]added by {labels[name]}: {a['added_us']:+.0f} µs per step "
+            f"({a['added_fraction']:+.1%}, "
+            "the median of paired step differences; difference of the medians "
+            f"{a['medians_difference_us']:+.0f} µs), of which the core's step "
+            f"{o[name]['core_step_median_us']:.0f} µs ({a['core_step_fraction']:.1%}); "
+            f"goal <= {GOAL_OVERHEAD:.0%}: {'PASS' if a['pass'] else 'MISS'}[/{color}]"
+        )
+
+
+def _kv_table(console: Any, workload: str, r: dict[str, Any], cfg: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    c = r["config"]
+    table = Table(
+        title=f"KV placement, {c['programs']} {workload} programs at {c['rate']:g}/s (seed {cfg['seed']}, "
+        f"tool waits x{c['tool_wait_scale']:g}), {cfg['preset']}, {c['num_blocks']} blocks "
+        f"({c['kv_tokens'] / 1e3:.0f}k tokens), max_num_seqs {c['max_num_seqs']}, {c['policy']}: "
+        "per-token latency in simulated ms/token; history = prompt tokens an earlier call of the "
+        "program had in KV; re-prefilled: thousands of its tokens computed again",
+        title_justify="left",
+    )
+    cols = (
+        "side",
+        "engine",
+        "mean",
+        "P99",
+        "worst",
+        "done",
+        "preempt",
+        "re-prefilled",
+        "hit share",
+        "deferred",
+    )
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("side", "engine") else "right", no_wrap=col == "side")
+    for side, (_, label) in KV_SIDES.items():
+        for engine, name in (("vllm", "vLLM"), ("sim", "sim")):
+            x = r[engine][side]
+            d, h = x["per_token_s"], x["history"]
+            stats = x.get("plugin_stats", {})
+            deferred = x.get("deferred_programs", stats.get("programs_deferred_total"))
+            table.add_row(
+                label if engine == "vllm" else "",
+                name,
+                f"{d['mean'] * 1e3:.1f}",
+                f"{d['p99'] * 1e3:.1f}",
+                f"{x['worst_per_token_s'] * 1e3:.1f}",
+                f"{x['programs_done']}/{c['programs']}",
+                str(x["preemptions"]),
+                f"{h['reprefilled_tokens'] / 1e3:.1f}",
+                f"{h['hit_share']:.3f}",
+                "" if deferred is None else f"{deferred:.0f}",
+                end_section=engine == "sim",
+            )
+    console.print(table)
+    g, q = r["goals"], r["ratios"]
+    cells = " ".join(f"{k} {_verdict(r['fractions'][k])}" for k in ("mean", "p99"))
     console.print(
-        f"[{color}]added by autellix: {o['added_us']:+.0f} µs per step ({o['added_fraction']:+.1%}, "
-        "the median of paired step differences; difference of the medians "
-        f"{o['medians_difference_us']:+.0f} µs), of which the core's step "
-        f"{o['autellix']['core_step_median_us']:.0f} µs ({o['core_step_fraction']:.1%}); "
-        f"goal <= {GOAL_OVERHEAD:.0%}: {'PASS' if o['pass'] else 'MISS'}[/{color}]"
+        f"kv lru / kv autellix (> 1: the planner is faster): vLLM mean {q['vllm']['mean']:.2f}, "
+        f"P99 {q['vllm']['p99']:.2f}, worst {q['vllm']['worst']:.2f}; simulator {q['sim']['mean']:.2f} / "
+        f"{q['sim']['p99']:.2f} / {q['sim']['worst']:.2f}; kept (goal >= {GOAL_FRACTION:.0%}): {cells}; "
+        f"P99 vs stock vLLM {g['p99_over_stock']:.2f}x: {g['p99_vs_stock']}"
     )
 
 
 def _verdict(cell: dict[str, Any]) -> str:
     if cell["fraction"] is None:
         return "n/a"
+    if cell["verdict"] == "n/a":  # a simulator loss: nothing to keep
+        return f"n/a (simulator: a loss; {cell['fraction']:.0%})"
     color = "green" if cell["verdict"] == "PASS" else "red"
     return f"[{color}]{cell['fraction']:.0%} {cell['verdict']}[/{color}]"

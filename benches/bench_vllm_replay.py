@@ -8,6 +8,8 @@ Standalone script (not collected by pytest; needs ``pip install 'autellix[vllm]'
     python benches/bench_vllm_replay.py --workload mixed --programs 16 --rate 0.5   # fcfs, plas, atlas
     python benches/bench_vllm_replay.py --max-num-seqs 256 --programs 1000 --rate 2.4   # ~5 min
     python benches/bench_vllm_replay.py --json benches/results/vllm_replay.json
+    python benches/bench_vllm_replay.py --experiment kv  # KV placement: bfcl, lats, mixed, ~1 min
+    python benches/bench_vllm_replay.py --experiment kv --workload bfcl --num-blocks 5500
 
 Three parts, in one process (vLLM's import and model config take ~15-25 s of it; the default
 run takes ~45 s on 2 cores):
@@ -68,8 +70,9 @@ every policy gives the same latency, leaves no improvement to keep).
 (``--overhead-running`` / ``--overhead-waiting``): ``max_num_seqs`` = the running count, enough
 blocks that nothing is preempted, 16-token prompts and long outputs so the batch stays full (no
 finishes, no admissions: the steady state). The stock ``AsyncScheduler`` and ``AutellixScheduler``
-(plas, one program per request) are built side by side in this process and stepped alternately,
-one step each (the side going first alternating), after a warm-up; the figure is the median over
+(plas, one program per request; once with ``kv_policy`` ``lru``, once with ``autellix``) are built
+side by side in this process and stepped in turn, one step each (the side going first rotating),
+after a warm-up; the figure is the median over
 steps (and the median of the paired differences), plus the part spent in the core's step
 (``programs.step``). Goal: <= 5% added. On a shared 2-core machine the step-to-step noise is
 several percent: compare sides within one run. The
@@ -107,6 +110,27 @@ most one call per live program runs: saturating 256 slots takes ~1000 programs a
 1.09 mean / 1.44 P99 against the simulator's 1.10 / 1.51 when this was written). The small engine
 gives the same kind of queueing, with a larger effect, in well under a minute.
 
+**KV placement across tool waits** (``--experiment kv``; ``benches/_vllm_replay_kv.py``). Per
+workload (bfcl, lats and mixed, or ``--workload``), one trace on a KV cache under pressure (the
+contexts of programs waiting on a tool do not all fit next to the running calls; the load of each,
+programs / rate / tool-wait scale / ``num_blocks`` / ``max_num_seqs``, is ``KV_POINTS``, each
+overridable by its flag) is replayed three ways: vLLM's stock ``AsyncScheduler`` (FCFS, prefix
+caching), ``AutellixScheduler`` (``--kv-scheduler``, plas by default) with ``kv_policy`` ``lru``
+(vLLM's prefix cache as is) and with ``kv_policy`` ``autellix`` (the core's ``KvPlanner`` holds
+finished calls' contexts softly and admits programs). When a program's last call finishes the
+replay sends the plug-in the program's finish hint (``finish_program``, what ``autellix serve``'s
+``POST /v1/programs/{id}/finish`` is for), as the simulator ends a program with its last call.
+The simulator runs the same three on the same programs and engine (``kv_policy`` ``lru`` /
+``autellix``, no host tier: the plug-in has none yet; the engine's KV capacity = ``num_blocks``).
+Reported per side and engine: mean / P99 / worst per-token latency, programs done, preemptions,
+*re-prefilled tokens* (the history a call shares with its first parent, ``prefix_tokens``, minus
+the part vLLM found in its prefix cache when the call first started: ``num_computed_tokens`` of
+``scheduled_new_reqs``) and the *hit share* (history hits / history tokens; vLLM's block
+granularity caps it a little below 1: ``history.attainable_tokens``), programs deferred by
+admission. Then kv lru / kv autellix per engine, the fraction kept ``(vllm_ratio - 1) /
+(sim_ratio - 1)`` for mean and P99 (goal >= 70%; n/a where the simulator sees no gain), and P99
+of kv autellix against stock vLLM's (goal: no worse). Part 3 follows; parts 1, 2 and 4 do not run.
+
 What still differs between the two sides: vLLM chunks prompts longer than the token budget over
 several steps and mixes prefill chunks with decodes under one budget (the simulator prefills every
 admitted prompt at once); vLLM's KV is allocated in blocks with its own prefix-cache eviction
@@ -138,7 +162,7 @@ from autellix.testing import quiet
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benches/_replay.py, _vllm_replay_*.py
 from _output import write_json
 from _progress import progress_bar
-from _replay import BASELINE, engine_preset, policies_arg, policy_ratios, run_simulator
+from _replay import BASELINE, POLICIES, engine_preset, policies_arg, policy_ratios, run_simulator
 from _vllm_replay_compare import (
     SIDES,
     compare_offload,
@@ -150,6 +174,7 @@ from _vllm_replay_compare import (
     sim_config,
     vllm_model_config,
 )
+from _vllm_replay_kv import KV_SIDES, KV_WORKLOADS, compare_kv, kv_args
 from _vllm_replay_overhead import measure_overhead
 from _vllm_replay_report import report
 
@@ -160,6 +185,8 @@ DEFAULTS = {  # name: (default, --quick)
     "overhead_steps": (200, 60),
     "kv_offload": (16.0, 0.0),
 }
+#: what one run compares: scheduling policies (parts 1-4) or KV placement across tool waits
+EXPERIMENTS = ("policies", "kv")
 #: KV blocks of the recompute / offload comparison by default: 32k tokens, ~7% of the A100
 #: preset's capacity, so that preemption drops KV the GPU prefix cache cannot keep (at the
 #: preset's 27,790 blocks a preempted call's blocks stay cached and nearly nothing is recomputed)
@@ -169,9 +196,22 @@ OFFLOAD_NUM_BLOCKS = 2000
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     d = {k: f"default: {v[0]}; --quick: {v[1]}" for k, v in DEFAULTS.items()}
-    p.add_argument("--workload", choices=WORKLOADS, default="sharegpt", help="default: sharegpt")
-    p.add_argument("--programs", type=int, default=None, help=f"agent programs ({d['programs']})")
-    p.add_argument("--rate", type=float, default=4.0, help="program arrivals per second (default: 4)")
+    kv = "--experiment kv: per workload, _vllm_replay_kv.KV_POINTS"
+    p.add_argument(
+        "--experiment",
+        choices=EXPERIMENTS,
+        default="policies",
+        help="policies: parts 1-4 (scheduling policies); kv: KV placement across tool waits, stock vLLM "
+        "against the plug-in with kv lru and kv autellix, then part 3 (default: policies)",
+    )
+    p.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        default=None,
+        help=f"default: sharegpt; --experiment kv: {', '.join(KV_WORKLOADS)} in turn",
+    )
+    p.add_argument("--programs", type=int, default=None, help=f"agent programs ({d['programs']}; {kv})")
+    p.add_argument("--rate", type=float, default=None, help=f"program arrivals per second (default: 4; {kv})")
     p.add_argument("--seed", type=int, default=0, help="workload seed (default: 0)")
     p.add_argument(
         "--policies",
@@ -180,9 +220,12 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated, with fcfs (default: fcfs,plas; fcfs,plas,atlas for lats and mixed)",
     )
     p.add_argument("--preset", default="llama3.1-8b-a100", help="engine preset (default: llama3.1-8b-a100)")
-    p.add_argument("--max-num-seqs", type=int, default=None, help=f"batch slots ({d['max_num_seqs']})")
+    p.add_argument("--max-num-seqs", type=int, default=None, help=f"batch slots ({d['max_num_seqs']}; {kv})")
     p.add_argument(
-        "--num-blocks", type=int, default=None, help="KV blocks of 16 tokens (default: the preset's capacity)"
+        "--num-blocks",
+        type=int,
+        default=None,
+        help=f"KV blocks of 16 tokens (default: the preset's capacity; {kv})",
     )
     p.add_argument(
         "--max-num-batched-tokens",
@@ -194,7 +237,13 @@ def _parser() -> argparse.ArgumentParser:
         "--tool-wait-scale",
         type=float,
         default=None,
-        help=f"multiplies the workload's tool / think waits ({d['tool_wait_scale']})",
+        help=f"multiplies the workload's tool / think waits ({d['tool_wait_scale']}; {kv})",
+    )
+    p.add_argument(
+        "--kv-scheduler",
+        choices=POLICIES,
+        default="plas",
+        help="--experiment kv: the policy of the AutellixScheduler sides and the simulator (default: plas)",
     )
     p.add_argument(
         "--overhead-steps", type=int, default=None, help=f"measured steps per side ({d['overhead_steps']})"
@@ -231,6 +280,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The arguments, with the defaults ``--quick`` and the preset decide filled in, checked."""
     p = _parser()
     args = p.parse_args(argv)
+    args.settings = {}  # the plug-in's defaults (plus AUTELLIX_* variables, as the plug-in reads them)
+    if args.experiment == "kv":
+        return _parse_kv(p, args)
+    if args.workload is None:
+        args.workload = "sharegpt"
+    if args.rate is None:
+        args.rate = 4.0
     for name, (full, small) in DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, small if args.quick else full)
@@ -238,10 +294,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.policies = (
             [BASELINE, "plas", "atlas"] if args.workload in ("lats", "mixed") else [BASELINE, "plas"]
         )
-    if args.preset not in cost_model.PRESETS:
-        p.error(f"unknown preset {args.preset!r}; choose from {', '.join(cost_model.PRESETS)}")
+    _check_preset(p, args)
     if args.num_blocks is None:
         args.num_blocks = cost_model.preset(args.preset).kv_blocks
+    _check(p, args)
+    return args
+
+
+def _parse_kv(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """``--experiment kv``: the workloads, each with its load (``kv_args``) checked; no offload part."""
+    if args.workload is not None and args.workload not in KV_WORKLOADS:
+        p.error(f"--experiment kv runs {', '.join(KV_WORKLOADS)} (workloads with tool waits)")
+    if args.policies is not None:
+        p.error("--experiment kv takes --kv-scheduler, not --policies")
+    args.workloads = [args.workload] if args.workload else list(KV_WORKLOADS)
+    args.overhead_steps = args.overhead_steps or DEFAULTS["overhead_steps"][args.quick]
+    args.kv_offload = 0.0
+    _check_preset(p, args)
+    for workload in args.workloads:
+        _check(p, kv_args(args, workload))
+    return args
+
+
+def _check_preset(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.preset not in cost_model.PRESETS:
+        p.error(f"unknown preset {args.preset!r}; choose from {', '.join(cost_model.PRESETS)}")
+
+
+def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Counts, rates and sizes of one run."""
     counts = ("programs", "max_num_seqs", "num_blocks", "max_num_batched_tokens", "overhead_steps")
     if min(getattr(args, n) for n in (*counts, "overhead_running")) < 1 or args.overhead_waiting < 0:
         p.error("counts must be >= 1 (--overhead-waiting >= 0)")
@@ -251,22 +332,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--kv-offload must be >= 0 and --offload-num-blocks >= 1")
     if args.max_num_batched_tokens < args.max_num_seqs:
         p.error("--max-num-batched-tokens must be >= --max-num-seqs")
-    args.settings = {}  # the plug-in's defaults (plus AUTELLIX_* variables, as the plug-in reads them)
-    return args
 
 
 def run(args: argparse.Namespace, model_config: Any = None) -> dict[str, Any]:
     """Every part the arguments ask for; ``model_config``: a harness ``ModelConfig`` to use (else
     one is made, with ``max_model_len`` covering the workload)."""
     started = time.perf_counter()
-    programs = generate(
-        args.workload, args.programs, args.rate, args.seed, tool_wait_scale=args.tool_wait_scale
-    )
-    result = _header(args, programs)
+    if args.experiment == "kv":
+        runs = [kv_args(args, w) for w in args.workloads]
+        result = _kv_header(args, runs)
+    else:
+        runs = [args]
+        programs = generate(
+            args.workload, args.programs, args.rate, args.seed, tool_wait_scale=args.tool_wait_scale
+        )
+        result = _header(args, programs)
     with contextlib.ExitStack() as stack:
         if model_config is None:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="autellix-vllm-")))
-            longest = max(c.prompt_tokens + c.output_tokens for p in programs for c in p.calls)
+            longest = max(_longest_call(a) for a in runs)
             t = time.perf_counter()
             model_config = vllm_model_config(directory, max_model_len=max(40_960, longest + 16))
             result["config"]["vllm_setup_s"] = time.perf_counter() - t
@@ -275,12 +359,54 @@ def run(args: argparse.Namespace, model_config: Any = None) -> dict[str, Any]:
 
         result["machine"]["vllm"] = vllm.__version__
         progress = stack.enter_context(progress_bar(args.no_progress))
-        if not args.skip_replay:
+        if args.experiment == "kv" and not args.skip_replay:
+            preset = engine_preset(args.preset)
+            result["kv"] = {a.workload: compare_kv(a, model_config, preset, progress) for a in runs}
+            result["pass"] = all(r["goals"]["pass"] for r in result["kv"].values())
+        elif not args.skip_replay:
             result.update(_compare(args, programs, model_config, progress))
         if not args.skip_overhead:
             result["overhead"] = _overhead(args, model_config, progress)
     result["wall_s"] = time.perf_counter() - started
     return result
+
+
+def _longest_call(args: argparse.Namespace) -> int:
+    """Prompt plus output tokens of the longest call of the workload ``args`` name."""
+    programs = generate(
+        args.workload, args.programs, args.rate, args.seed, tool_wait_scale=args.tool_wait_scale
+    )
+    return max(c.prompt_tokens + c.output_tokens for p in programs for c in p.calls)
+
+
+def _machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _kv_header(args: argparse.Namespace, runs: Sequence[argparse.Namespace]) -> dict[str, Any]:
+    """The description of a ``--experiment kv`` run (each workload's load is in its own entry)."""
+    settings = {side: {**args.settings, "kv_policy": kv} for side, (kv, _) in KV_SIDES.items() if kv}
+    return {
+        "config": {
+            "experiment": "kv",
+            "workloads": [a.workload for a in runs],
+            "seed": args.seed,
+            "policy": args.kv_scheduler,
+            "preset": args.preset,
+            "max_num_batched_tokens": args.max_num_batched_tokens,
+            "quick": args.quick,
+            "sides": {side: label for side, (_, label) in KV_SIDES.items()},
+            "autellix_settings": {
+                side: asdict(plugin_settings(args.kv_scheduler, s)) for side, s in settings.items()
+            },
+            "sim_config": "SimConfig(kv_policy lru | autellix, host_kv_gib 0, engines 1, swap recompute, "
+            "steps_per_schedule 1, prefix caching, max_batch = max_num_seqs), the engine's KV blocks = "
+            "num_blocks, the plug-in's scheduler config, no scheduler CPU time",
+            "program_end": "the finish hint (finish_program) as a program's last call ends",
+        },
+        "machine": _machine(),
+        "units": "simulated seconds; per_token_s = a program's latency / its output tokens",
+    }
 
 
 def _header(args: argparse.Namespace, programs: Sequence[ProgramSpec]) -> dict[str, Any]:
@@ -313,11 +439,7 @@ def _header(args: argparse.Namespace, programs: Sequence[ProgramSpec]) -> dict[s
             "output_tokens": sum(p.output_tokens for p in programs),
             "last_arrival_s": max(p.arrival for p in programs),
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": _machine(),
         "units": "simulated seconds; per_token_s = a program's latency / its output tokens",
     }
 

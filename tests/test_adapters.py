@@ -1,12 +1,21 @@
-"""The engine-neutral parts of the plug-ins (no vLLM needed): settings and the program tracker."""
+"""The engine-neutral parts of the plug-ins (no vLLM needed): settings, the program tracker and the
+control channel."""
 
 from __future__ import annotations
+
+import os
+import socket
+import stat
+import time
+from pathlib import Path
 
 import pytest
 
 from autellix import CallState, ConfigError, SchedulerConfig
+from autellix.adapters import control
+from autellix.adapters.control import ControlListener, Finish
 from autellix.adapters.settings import PluginSettings
-from autellix.adapters.tracker import CallIdentity, ProgramTracker, call_identity
+from autellix.adapters.tracker import CallHints, CallIdentity, ProgramTracker, call_hints, call_identity
 
 
 def test_settings_defaults_env_and_config() -> None:
@@ -71,6 +80,53 @@ def test_bad_settings_are_config_errors(
         PluginSettings.load(config, environ=environ)
 
 
+def test_kv_policy_setting() -> None:
+    assert PluginSettings().kv_policy == "lru"  # vLLM's prefix cache alone until measured otherwise
+    assert PluginSettings.load(None, environ={"AUTELLIX_KV_POLICY": "Autellix"}).kv_policy == "autellix"
+    assert (
+        PluginSettings.load({"kv_policy": "lru"}, environ={"AUTELLIX_KV_POLICY": "autellix"}).kv_policy
+        == "lru"
+    )
+    with pytest.raises(ConfigError, match="invalid autellix kv_policy 'belady' from config key 'kv_policy'"):
+        PluginSettings.load({"kv_policy": "belady"}, environ={})
+
+
+def test_call_hints_from_metadata() -> None:
+    assert call_hints(None) == call_hints({"program_id": "p"}) == CallHints()
+    for value in (True, 1, "1", "true", " Yes"):
+        assert call_hints({"last_call": value}).last_call
+    for value in (False, 0, "0", "false", ""):
+        assert not call_hints({"last_call": value}).last_call
+    assert call_hints({"tool_seconds": "2.5"}).tool_seconds == 2.5
+    # a bad hint never fails a request: it is ignored
+    assert call_hints({"last_call": "maybe", "tool_seconds": -1}) == CallHints()
+    assert call_hints({"tool_seconds": "nan"}).tool_seconds is None
+
+
+def test_programs_end_by_hint_and_tell_whoever_listens() -> None:
+    now = [0.0]
+    t = ProgramTracker(PluginSettings(program_ttl=10.0), clock=lambda: now[0])
+    ended: list[tuple[int, float]] = []
+    t.on_program_end = lambda program, service: ended.append((program, service))
+    a = t.submit("a0", CallIdentity("a"), prompt_tokens=1)
+    b = t.submit("b0", CallIdentity("b"), prompt_tokens=1, hints=CallHints(last_call=True))
+    c = t.submit("c0", CallIdentity("c"), prompt_tokens=1)
+    pa, pb, pc = (t.core.call(x).program for x in (a, b, c))
+    assert t.keeps_context("a0") and not t.keeps_context("b0")
+    t.step(4, 100)
+    now[0] = 1.0
+    assert t.finish_program("a") == pa and ended == []  # a0 is live: a ends with it
+    t.step(4, 100)
+    t.ended("a0", aborted=False)
+    t.ended("b0", aborted=False)  # a last call
+    assert [p for p, _ in ended] == [pa, pb] and ended[0][1] > 0  # the service it attained
+    assert t.finish_program("a") is None and t.core.num_programs == 1
+    t.ended("c0", aborted=False)
+    now[0] = 20.0
+    t.step(4, 100)  # c expires
+    assert [p for p, _ in ended] == [pa, pb, pc] and t.core.num_programs == 0
+
+
 def test_call_identity_from_metadata() -> None:
     assert call_identity(None) == CallIdentity()
     assert call_identity({}, session_id="chat-1") == CallIdentity("chat-1")
@@ -126,3 +182,49 @@ def test_idle_programs_expire_and_their_names_are_reused() -> None:
     assert t.core.num_programs == 0
     again = t.submit("y", CallIdentity("chat", parents=("x",)), prompt_tokens=1)  # x is forgotten
     assert t.core.program(t.core.call(again).program).finished_calls == 0
+
+
+def test_control_setting() -> None:
+    assert PluginSettings.load({}, environ={}).control is None
+    assert PluginSettings.load(None, environ={"AUTELLIX_CONTROL": "/run/a.sock"}).control == "/run/a.sock"
+    assert PluginSettings.load({"control": "/tmp/b.sock"}, environ={}).control == "/tmp/b.sock"
+    with pytest.raises(ConfigError, match="control"):
+        PluginSettings.load({"control": 3}, environ={})
+
+
+def test_control_channel_queues_finish_hints(tmp_path: Path) -> None:
+    """The plug-in's reader thread on a real unix socket: complete lines are queued in order for
+    the scheduler's next drain, a malformed line is skipped, a message may come in pieces."""
+    path = str(tmp_path / "control.sock")
+    listener = ControlListener(path)
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and listener.drain() == []
+        control.send(path, [{"finish": "key-1:agent"}, {"finish": "b", "tenant": "t"}])
+        with socket.socket(socket.AF_UNIX) as sock:  # a slow writer, and junk lines
+            sock.connect(path)
+            sock.sendall(b'not json\n{"finish": 3}\n[1]\n{"fin')
+            time.sleep(0.05)
+            sock.sendall(b'ish": "c"}')  # the last line needs no newline
+        got: list[Finish] = []
+        deadline = time.monotonic() + 10
+        while len(got) < 3 and time.monotonic() < deadline:
+            got += listener.drain()
+            time.sleep(0.01)
+        assert got == [Finish("key-1:agent"), Finish("b", "t"), Finish("c")]
+        assert listener.drain() == []
+    finally:
+        listener.close()
+    assert not os.path.exists(path)
+    with pytest.raises(OSError):  # nobody listens any more: the sender sees it at once
+        control.send(path, [{"finish": "d"}], timeout=0.5)
+
+
+def test_control_paths_of_data_parallel_engines(tmp_path: Path) -> None:
+    path = str(tmp_path / "control.sock")
+    assert control.listen_path(path, 0) == path and control.listen_path(path, 2) == path + ".2"
+    listeners = [ControlListener(control.listen_path(path, rank)) for rank in (0, 1)]
+    try:
+        assert control.targets(path) == [path, path + ".1"]
+    finally:
+        for listener in listeners:
+            listener.close()

@@ -24,8 +24,9 @@ def test_import_contracts_are_kept() -> None:
     assert "0 broken" in proc.stdout
 
 
-# Stand-ins for the three vLLM modules the plug-in imports (vLLM itself imports FastAPI,
-# aiohttp and prometheus_client, which would hide what autellix's own code pulls in).
+# Stand-ins for the vLLM modules the plug-in imports (vLLM itself imports FastAPI and aiohttp,
+# which would hide what autellix's own code pulls in). prometheus_client is allowed: the plug-in's
+# KV metrics use it, and vLLM has loaded it in that process anyway.
 _PLUGIN_IMPORT = textwrap.dedent(
     """
     import sys, types
@@ -38,7 +39,11 @@ _PLUGIN_IMPORT = textwrap.dedent(
     class AsyncScheduler: ...
     class RequestQueue: ...
     class Request: ...
-    class RequestStatus: ...
+    class RequestStatus:
+        FINISHED_STOPPED = FINISHED_LENGTH_CAPPED = FINISHED_REPETITION = None
+    class FullAttentionSpec: ...
+    class MLAAttentionSpec: ...
+    class UniformTypeKVCacheSpecs: ...
 
     for name in ("vllm", "vllm.v1", "vllm.v1.core", "vllm.v1.core.sched"):
         stub(name)
@@ -46,11 +51,18 @@ _PLUGIN_IMPORT = textwrap.dedent(
     stub("vllm.v1.core.sched.async_scheduler", AsyncScheduler=AsyncScheduler)
     stub("vllm.v1.core.sched.request_queue", RequestQueue=RequestQueue)
     stub("vllm.v1.request", Request=Request, RequestStatus=RequestStatus)
+    stub("vllm.v1.core.kv_cache_utils", get_block_hash=lambda key: key)
+    stub(
+        "vllm.v1.kv_cache_interface",
+        FullAttentionSpec=FullAttentionSpec,
+        MLAAttentionSpec=MLAAttentionSpec,
+        UniformTypeKVCacheSpecs=UniformTypeKVCacheSpecs,
+    )
 
     import autellix.adapters.vllm
 
-    heavy = ("fastapi", "starlette", "uvicorn", "aiohttp", "prometheus_client", "autellix.sim",
-             "autellix.server", "numpy", "torch")
+    heavy = ("fastapi", "starlette", "uvicorn", "aiohttp", "autellix.sim", "autellix.server",
+             "numpy", "torch")
     print(sorted(name for name in heavy if name in sys.modules))
     """
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -27,12 +27,16 @@ MSG: list[Any] = [{"role": "user", "content": "Plan a trip to Paris in three ste
 class Running:
     url: str
     config: ServerConfig
+    #: the clients :meth:`client` made, closed when the test ends (an open one leaks its sockets)
+    clients: list[openai.OpenAI] = field(default_factory=list)
 
     def client(self, **kw: Any) -> openai.OpenAI:
         kw.setdefault("max_retries", 0)
         kw.setdefault("timeout", 30.0)
         kw.setdefault("api_key", self.config.api_keys[0] if self.config.api_keys else "x")
-        return openai.OpenAI(base_url=f"{self.url}/v1", **kw)
+        client = openai.OpenAI(base_url=f"{self.url}/v1", **kw)
+        self.clients.append(client)
+        return client
 
     def http(self, **kw: Any) -> httpx.Client:
         kw.setdefault("timeout", 30.0)
@@ -58,6 +62,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 @pytest.fixture
 def serve() -> Iterator[Callable[..., Running]]:
     started: list[tuple[uvicorn.Server, threading.Thread]] = []
+    running: list[Running] = []
 
     def start(on_engine: Engine | None = None, **options: Any) -> Running:
         """A server of ``ServerConfig(**options)``, on ``on_engine`` if given (else the config's)."""
@@ -75,9 +80,13 @@ def serve() -> Iterator[Callable[..., Running]]:
         thread.start()
         started.append((server, thread))
         wait_for(lambda: server.started, timeout=60)
-        return Running(f"http://127.0.0.1:{port}", config)
+        running.append(Running(f"http://127.0.0.1:{port}", config))
+        return running[-1]
 
     yield start
+    for each in running:
+        for client in each.clients:
+            client.close()
     for server, thread in started:
         server.should_exit = True
         thread.join(timeout=10)

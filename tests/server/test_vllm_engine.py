@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import signal
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -20,6 +21,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
+from autellix.adapters.control import ControlListener, Finish
 from autellix.adapters.settings import PluginSettings
 from autellix.exceptions import VllmStartError
 from autellix.server.config import ServerConfig
@@ -153,3 +155,53 @@ def test_inflight_defaults_per_engine() -> None:
     assert ServerConfig(engine="vllm", vllm_model="m").inflight_limit == 1024  # the plug-in orders them
     assert ServerConfig(engine="openai", upstreams=("http://x",)).inflight_limit == 64
     assert ServerConfig(engine="vllm", vllm_model="m", max_inflight=8).inflight_limit == 8
+
+
+def test_each_child_gets_a_private_control_socket() -> None:
+    engine = VllmEngine(replace(LAUNCH, replicas=2), argv=stand_in)
+    assert len(set(engine.controls)) == 2
+    for path, process in zip(engine.controls, engine.processes, strict=True):
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700  # its own, private
+        # the plug-in setting control, from the child's environment
+        assert process.env["AUTELLIX_CONTROL"] == path
+        assert PluginSettings.load({}, environ=process.env).control == path
+    assert "AUTELLIX_CONTROL" not in LAUNCH.env(0, {"AUTELLIX_CONTROL": "/elsewhere"})
+    asyncio.run(engine.stop())
+    assert not any(os.path.exists(os.path.dirname(path)) for path in engine.controls)
+
+
+def test_finishing_a_program_reaches_the_plugin(serve) -> None:
+    """``POST /v1/programs/{id}/finish`` sends the plug-in the program's forwarded (tenant-qualified)
+    name over the child's control socket. The child is the stand-in server, so a
+    :class:`ControlListener` (the plug-in's own reader) stands in for the plug-in's side."""
+    engine = VllmEngine(LAUNCH, argv=stand_in)
+    plugin = ControlListener(engine.controls[0])
+    try:
+        running = serve(on_engine=engine, api_keys=("ka",))
+        client = running.client()
+        for _ in range(2):
+            client.chat.completions.create(
+                model=MODEL, messages=MSG, max_tokens=2, extra_body={"program_id": "agent-1"}
+            )
+        client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=2)  # anonymous
+        with running.http() as http:
+            assert http.post("/v1/programs/agent-1/finish").status_code == 200
+        got: list[Finish] = []
+
+        def arrived() -> bool:
+            got.extend(plugin.drain())
+            return Finish("key-1:agent-1") in got
+
+        wait_for(arrived)
+        # once, and only for that program (the anonymous call's program is a program of its own
+        # in the plug-in too, ended with its call)
+        assert got.count(Finish("key-1:agent-1")) == 1
+    finally:
+        plugin.close()
+    # the plug-in is gone (a dead child): finishing still works, the hint is only logged
+    with running.http() as http:
+        client.chat.completions.create(
+            model=MODEL, messages=MSG, max_tokens=2, extra_body={"program_id": "p2"}
+        )
+        assert http.post("/v1/programs/p2/finish").status_code == 200
+        assert http.get("/health").status_code == 200

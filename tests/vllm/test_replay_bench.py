@@ -1,15 +1,20 @@
 """The vLLM replay (``autellix.testing.vllm_replay``) and ``benches/bench_vllm_replay.py`` on tiny
 workloads: structure, not timings.
 
-Every program completes under vLLM's stock scheduler and under ``AutellixScheduler``, every call
-generates exactly its spec's tokens, prompts share their program's history (the prefix cache
-hits), and the script writes the JSON the benchmark documents.
+Every program completes under vLLM's stock scheduler and under ``AutellixScheduler`` (kv ``lru``
+and kv ``autellix``), every call generates exactly its spec's tokens, prompts share their
+program's history (the prefix cache hits, counted per call), and the script writes the JSON the
+benchmark documents, for ``--experiment kv`` too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
+import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +67,36 @@ def test_replay_completes_every_program(model_config: Any, policy: str) -> None:
     assert result["cached_tokens"] > 0  # later turns hit their history in vLLM's prefix cache
 
 
+@pytest.mark.parametrize("kv_policy", ["lru", "autellix"])
+def test_replay_counts_history_hits_and_frees_every_block(model_config: Any, kv_policy: str) -> None:
+    programs = generate("bfcl", 3, 2.0, 3, tool_wait_scale=0.25)
+    num_blocks = 1024
+    result = replay_vllm(
+        programs,
+        "plas",
+        model_config,
+        preset=dataclasses.replace(cost_model.preset("llama3.1-8b-a100"), scheduler_cpu=False),
+        num_blocks=num_blocks,
+        max_num_seqs=2,
+        max_num_batched_tokens=2048,
+        settings={"kv_policy": kv_policy},
+    )
+    assert result["calls_done"] == result["calls"] and result["token_mismatches"] == 0
+    history = result["history"]
+    reusable = sum(c.prefix_tokens for p in programs for c in p.calls if c.parents)
+    assert history["reusable_tokens"] == reusable > 0
+    assert 0 < history["hit_tokens"] <= history["attainable_tokens"] <= reusable
+    assert history["reprefilled_tokens"] == reusable - history["hit_tokens"]
+    assert history["hit_share"] == pytest.approx(history["hit_tokens"] / reusable)
+    # the finish hint after each program's last call gives its retained blocks back
+    assert result["kv"]["free_blocks_at_end"] == num_blocks - 1
+    stats = result["plugin_stats"]
+    if kv_policy == "autellix":
+        assert stats["kv_retained_contexts"] == 0 and stats["kv_retained_contexts_total"] > 0
+    else:
+        assert stats == {}
+
+
 @pytest.mark.usefixtures("model_config")  # sets VLLM_CACHE_ROOT: the script reuses its model inspection
 def test_script_writes_the_documented_json(tmp_path: Path) -> None:
     """Every part in one run (the script's start-up, vLLM's import, is most of its time)."""
@@ -82,7 +117,7 @@ def test_script_writes_the_documented_json(tmp_path: Path) -> None:
     _check_replay(data)
     _check_offload(data, num_blocks)
     _check_overhead(data["overhead"])
-    assert "added by autellix" in done.stdout  # the tables were printed
+    assert "added by AutellixScheduler (plas, kv autellix)" in done.stdout  # the tables were printed
 
 
 def _check_replay(data: dict[str, Any]) -> None:
@@ -124,9 +159,65 @@ def _check_offload(data: dict[str, Any], num_blocks: int) -> None:
 
 def _check_overhead(overhead: dict[str, Any]) -> None:
     assert (overhead["running"], overhead["waiting"], overhead["steps_measured"]) == (8, 40, 6)
-    for side in ("stock", "autellix"):
+    for side in ("stock", "autellix", "autellix_kv"):
         assert overhead[side]["median_us"] > 0
         assert overhead[side]["running_after"] == 8
         assert overhead[side]["preemptions"] == 0
-    assert overhead["autellix"]["core_step_median_us"] > 0
+    assert set(overhead["sides"]) == {"autellix", "autellix_kv"}
+    for side, added in overhead["sides"].items():
+        assert overhead[side]["core_step_median_us"] > 0
+        assert set(added) == {
+            "added_us",
+            "added_fraction",
+            "medians_difference_us",
+            "core_step_fraction",
+            "pass",
+        }
     assert {"added_us", "added_fraction", "medians_difference_us", "pass"} <= set(overhead)
+
+
+def test_kv_experiment_reports_every_side(model_config: Any, tmp_path: Path) -> None:
+    """``--experiment kv --quick`` in this process (the session's model config: no second vLLM
+    start-up), two programs per workload: structure only, never which side is faster."""
+    sys.path.insert(0, str(ROOT / "benches"))
+    import bench_vllm_replay
+
+    out = tmp_path / "kv.json"
+    argv = ["--experiment", "kv", "--quick", "--no-progress", "--json", str(out), "--programs", "2"]
+    argv += ["--overhead-running", "8", "--overhead-waiting", "40", "--overhead-steps", "6"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        bench_vllm_replay.main(argv, model_config)
+    data = json.loads(out.read_text())
+    assert data["config"]["workloads"] == ["bfcl", "lats", "mixed"]
+    assert set(data["kv"]) == {"bfcl", "lats", "mixed"}
+    for workload, r in data["kv"].items():
+        calls = r["workload"]["calls"]
+        for engine in ("vllm", "sim"):
+            assert set(r[engine]) == {"stock", "lru", "autellix"}
+            for side in r[engine].values():
+                assert side["programs_done"] == 2 and side["calls_done"] == side["calls"] == calls
+                figures = [
+                    *side["per_token_s"].values(),
+                    side["worst_per_token_s"],
+                    side["history"]["hit_share"],
+                ]
+                assert all(math.isfinite(x) and x >= 0 for x in figures), (workload, figures)
+                assert side["history"]["reusable_tokens"] == r["workload"]["history_tokens"]
+        for side in r["vllm"].values():
+            assert side["token_mismatches"] == 0
+            assert side["kv"]["free_blocks_at_end"] == r["config"]["num_blocks"] - 1
+        assert set(r["ratios"]["vllm"]) == set(r["ratios"]["sim"]) == {"mean", "p50", "p99", "worst"}
+        assert all(cell["verdict"] in ("PASS", "MISS", "n/a") for cell in r["fractions"].values())
+        assert r["goals"]["p99_vs_stock"] in ("PASS", "MISS") and r["goals"]["all_done"] is True
+    _check_overhead(data["overhead"])
+    assert "kv lru / kv autellix" in printed.getvalue() and "kv autellix)" in printed.getvalue()
+
+
+def test_gpu_e2e_skips_without_a_model() -> None:
+    """``.ci/gpu``'s end-to-end step on a machine without a model: one SKIP line, exit 0."""
+    env = {k: v for k, v in os.environ.items() if k != "AUTELLIX_E2E_MODEL"}
+    argv = [sys.executable, "benches/gpu_vllm_e2e.py", "--programs", "2"]
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("gpu_vllm_e2e: SKIP: $AUTELLIX_E2E_MODEL is not set")

@@ -89,10 +89,12 @@ impl KvPlanner {
     }
 
     /// A finished call left `blocks` GPU blocks of context `context` (beyond `parent`'s), idle
-    /// from `now`; `service` is its program's attained service (its priority).
+    /// from `now`; `service` is its program's attained service (its priority); `gap_prior`: the
+    /// caller's guess of the seconds until its next use (e.g. the tool's expected duration), a
+    /// prior that the thread's observed gaps override.
     #[pyo3(
-        signature = (context, program, now, *, blocks, thread = Uint(0), parent = None, service = 0.0),
-        text_signature = "(self, /, context, program, now, *, blocks, thread=0, parent=None, service=0.0)"
+        signature = (context, program, now, *, blocks, thread = Uint(0), parent = None, service = 0.0, gap_prior = None),
+        text_signature = "(self, /, context, program, now, *, blocks, thread=0, parent=None, service=0.0, gap_prior=None)"
     )]
     fn insert(
         &self,
@@ -103,6 +105,7 @@ impl KvPlanner {
         thread: Id,
         parent: Option<Id>,
         service: f64,
+        gap_prior: Option<f64>,
     ) -> PyResult<()> {
         let spec = core::ContextSpec {
             context: context.0,
@@ -111,7 +114,7 @@ impl KvPlanner {
             blocks: blocks.0,
             parent: parent.map(|p| p.0),
         };
-        self.with(|p| p.insert(spec, now, service))
+        self.with(|p| p.insert_with_prior(spec, now, service, gap_prior))
     }
 
     /// A call starts sharing `context`: the loads that bring it (and its chain) back to the GPU.

@@ -66,6 +66,23 @@ impl GapEstimator {
             .map_or(program_mean, |m| m.shrunk(program_mean))
     }
 
+    /// Expected seconds to the next use, with `prior` (if any) in place of the program's mean
+    /// as what the thread's observed gaps are shrunk towards.
+    pub(crate) fn expected_with(
+        &self,
+        program: ProgramId,
+        thread: ThreadId,
+        prior: Option<f64>,
+    ) -> f64 {
+        let Some(prior) = prior else {
+            return self.expected(program, thread);
+        };
+        self.programs
+            .get(&program)
+            .and_then(|(_, threads)| threads.get(&thread))
+            .map_or(prior, |m| m.shrunk(prior))
+    }
+
     /// Forget a finished program's history.
     pub(crate) fn forget(&mut self, program: ProgramId) {
         self.programs.remove(&program);

@@ -189,6 +189,9 @@ struct Context {
     weight: f64,
     /// Predicted next use, priority-weighted: the key of every index.
     due: Time,
+    /// The caller's guess of the gap (e.g. the tool's expected duration), the prior of its
+    /// thread's observed gaps for this context ([`KvPlanner::insert_with_prior`]).
+    gap_prior: Option<f64>,
 }
 
 type Key = (Time, ContextId);
@@ -278,6 +281,28 @@ impl KvPlanner {
     /// A finished call left `spec.blocks` GPU blocks of context `spec.context` (beyond its
     /// parent's), idle from `now`; `service` is its program's attained service (its priority).
     pub fn insert(&mut self, spec: ContextSpec, now: f64, service: f64) -> Result<()> {
+        self.insert_with_prior(spec, now, service, None)
+    }
+
+    /// [`KvPlanner::insert`] with the caller's guess of the gap until the context's next use
+    /// (seconds; e.g. the duration of the tool the call started): it takes the place of the
+    /// program's mean as the prior of the thread's observed gaps, so what is observed still
+    /// overrides it (the gap to predict is until the program's next LLM call, which a tool's
+    /// duration only approximates).
+    pub fn insert_with_prior(
+        &mut self,
+        spec: ContextSpec,
+        now: f64,
+        service: f64,
+        gap_prior: Option<f64>,
+    ) -> Result<()> {
+        if let Some(prior) = gap_prior {
+            if !(prior.is_finite() && prior >= 0.0) {
+                return Err(invalid(format!(
+                    "gap_prior must be finite and >= 0, got {prior}"
+                )));
+            }
+        }
         let ContextSpec {
             context,
             program,
@@ -311,7 +336,7 @@ impl KvPlanner {
             });
         }
         let weight = self.weight(service);
-        let gap = self.gaps.expected(program, thread);
+        let gap = self.gaps.expected_with(program, thread, gap_prior);
         self.contexts.insert(
             context,
             Context {
@@ -327,6 +352,7 @@ impl KvPlanner {
                 chain_blocks,
                 weight,
                 due: Time(now + gap * weight),
+                gap_prior,
             },
         );
         self.gpu_used += blocks;
@@ -371,7 +397,7 @@ impl KvPlanner {
         let weight = self.weight(service);
         let gap = {
             let c = &self.contexts[&context];
-            self.gaps.expected(c.program, c.thread)
+            self.gaps.expected_with(c.program, c.thread, c.gap_prior)
         };
         self.update(context, |c| {
             c.users -= 1;
@@ -752,7 +778,7 @@ impl KvPlanner {
             }
             let expected = {
                 let c = &self.contexts[&id];
-                self.gaps.expected(c.program, c.thread)
+                self.gaps.expected_with(c.program, c.thread, c.gap_prior)
             };
             self.update(id, |c| {
                 let waited = (now - c.idle_since).max(expected);
@@ -829,5 +855,72 @@ fn check_service(service: f64) -> Result<()> {
         Err(invalid(format!(
             "service must be finite and >= 0, got {service}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(context: ContextId, thread: ThreadId) -> ContextSpec {
+        ContextSpec {
+            context,
+            program: 1,
+            thread,
+            blocks: 1,
+            parent: None,
+        }
+    }
+
+    /// The victim of a one-block reclaim at `now`: the context predicted to be needed last.
+    fn victim(planner: &mut KvPlanner, now: f64) -> ContextId {
+        planner.reclaim(1, now).unwrap()[0].context
+    }
+
+    #[test]
+    fn a_gap_prior_orders_fresh_contexts_and_observed_gaps_override_it() {
+        // Nothing observed: the workload prior (5 s) for context 1, the caller's 60 s for 2.
+        let mut planner = KvPlanner::new(KvConfig::default()).unwrap();
+        planner.insert(spec(1, 1), 0.0, 0.0).unwrap();
+        planner
+            .insert_with_prior(spec(2, 2), 0.0, 0.0, Some(60.0))
+            .unwrap();
+        planner
+            .insert_with_prior(spec(3, 3), 0.0, 0.0, Some(0.5))
+            .unwrap();
+        assert_eq!(victim(&mut planner, 0.0), 2);
+        assert_eq!(victim(&mut planner, 0.0), 1);
+
+        // Thread 2's gaps are observed at 1 s: they outweigh its 60 s prior (2 pseudo-gaps).
+        let mut planner = KvPlanner::new(KvConfig::default()).unwrap();
+        let mut now = 0.0;
+        for i in 0..40 {
+            planner
+                .insert_with_prior(spec(10 + i, 2), now, 0.0, Some(60.0))
+                .unwrap();
+            now += 1.0;
+            planner.acquire(10 + i, now).unwrap();
+            planner.release(10 + i, now, 0.0).unwrap();
+            planner.remove(10 + i).unwrap();
+        }
+        let expected = planner.gaps.expected_with(1, 2, Some(60.0));
+        assert!((expected - (40.0 + 2.0 * 60.0) / 42.0).abs() < 1e-9);
+        planner
+            .insert_with_prior(spec(1, 2), now, 0.0, Some(60.0))
+            .unwrap();
+        assert!(planner.contexts[&1].due.0 - now < 4.0);
+    }
+
+    #[test]
+    fn a_bad_gap_prior_is_refused() {
+        let mut planner = KvPlanner::new(KvConfig::default()).unwrap();
+        for prior in [f64::NAN, -1.0, f64::INFINITY] {
+            assert!(
+                planner
+                    .insert_with_prior(spec(1, 0), 0.0, 0.0, Some(prior))
+                    .is_err()
+            );
+        }
+        assert!(planner.is_empty());
     }
 }

@@ -16,10 +16,21 @@ boundaries         AUTELLIX_BOUNDARIES          service at which a program drops
 starvation_beta    AUTELLIX_STARVATION_BETA     promote a call waiting beta x its service;
                                                 ``none`` turns anti-starvation off
 program_ttl        AUTELLIX_PROGRAM_TTL         seconds an idle program is kept
+kv_policy          AUTELLIX_KV_POLICY           what happens to a finished call's KV: ``lru``
+                                                (vLLM's prefix cache alone) | ``autellix``
+                                                (the core's KV planner retains the contexts
+                                                of programs that call again, and defers new
+                                                programs while working sets do not fit);
+                                                default ``lru``
+control            AUTELLIX_CONTROL             a unix socket path the plug-in listens on for
+                                                the front's hints (:mod:`.control`; ``autellix
+                                                serve --engine vllm`` sets it); default none
 =================  ===========================  ==============================================
 
-Every default is the core's :class:`autellix.SchedulerConfig` default (plas, its ladder, beta 8,
-600 s), the same for ``autellix serve`` and the simulator.
+Every scheduling default is the core's :class:`autellix.SchedulerConfig` default (plas, its
+ladder, beta 8, 600 s), the same for ``autellix serve`` and the simulator. ``kv_policy`` stays
+``lru`` (today's behaviour) until the replay benchmark has compared the two on vLLM
+(:data:`DEFAULT_KV_POLICY`).
 
 Bad values raise :class:`autellix.ConfigError` naming the key and where it came from.
 """
@@ -41,7 +52,13 @@ _ENV = {
     "boundaries": "AUTELLIX_BOUNDARIES",
     "starvation_beta": "AUTELLIX_STARVATION_BETA",
     "program_ttl": "AUTELLIX_PROGRAM_TTL",
+    "kv_policy": "AUTELLIX_KV_POLICY",
+    "control": "AUTELLIX_CONTROL",
 }
+
+#: ``lru``: vLLM's stock prefix cache; ``autellix``: the core's KV planner (retention, admission)
+KV_POLICIES = ("lru", "autellix")
+DEFAULT_KV_POLICY = "lru"
 
 
 _CORE = SchedulerConfig()
@@ -57,6 +74,9 @@ class PluginSettings:
     boundaries: tuple[float, ...] | None = None
     starvation_beta: float | None = _CORE.starvation_beta
     program_ttl: float = _CORE.program_ttl
+    kv_policy: str = DEFAULT_KV_POLICY
+    #: unix socket of the control channel (``None``: no channel; TTL and ``last_call`` only)
+    control: str | None = None
 
     def scheduler_config(self) -> SchedulerConfig:
         """The core's config (validated by the core: a bad ladder is a ConfigError)."""
@@ -104,6 +124,17 @@ def _parse(key: str, value: Any, source: str) -> Any:
             if policy not in SchedulerConfig.policies():
                 raise ValueError(f"not one of {', '.join(SchedulerConfig.policies())}")
             return policy
+        if key == "kv_policy":
+            kv_policy = str(value).strip().lower()
+            if kv_policy not in KV_POLICIES:
+                raise ValueError(f"not one of {', '.join(KV_POLICIES)}")
+            return kv_policy
+        if key == "control":
+            if value is None or str(value).strip() == "":
+                return None
+            if not isinstance(value, str):
+                raise ValueError("must be a socket path")
+            return value
         if key in ("quanta", "boundaries"):
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(float(v) for v in items)

@@ -12,8 +12,10 @@ Used by ``benches/bench_vllm_replay.py`` and its tests. :func:`replay_vllm` serv
   finished. Calls due by the clock are added before each step; an idle engine jumps the clock to
   the next due call;
 * prompts continue their first parent's context (:class:`Prompts`), so vLLM's prefix cache reuses
-  a program's history; requests carry the ``program_id`` / ``thread_id`` / ``parent_ids`` extra
-  args ``vllm serve`` passes the plug-in, and ``max_tokens`` = the call's output tokens.
+  a program's history (how much of it a call found cached: :class:`HistoryHits`); requests carry
+  the ``program_id`` / ``thread_id`` / ``parent_ids`` extra args ``vllm serve`` passes the
+  plug-in, and ``max_tokens`` = the call's output tokens; when a program's last call finished,
+  the plug-in hears the program's finish hint.
 
 Importing this module imports vLLM (through the harness).
 """
@@ -242,6 +244,44 @@ class CallGraph:
         return True
 
 
+class HistoryHits:
+    """How much of each call's shared history (its spec's ``prefix_tokens``: the first parent's
+    context) vLLM's prefix cache held when the call first started: the tokens already in KV at its
+    first schedule (``num_computed_tokens`` of ``scheduled_new_reqs``), capped at its history.
+    ``attainable`` is the most vLLM can hit: whole blocks only, and never a context's last token
+    (a call's last output token is never fed back, so it has no KV) nor a prompt's last."""
+
+    def __init__(self) -> None:
+        self.reusable = self.attainable = self.hit = 0
+        self._pending: dict[str, int] = {}  # request id -> history tokens, until its first start
+
+    def issued(self, rid: str, call: CallSpec, spec: ProgramSpec, prompt_len: int) -> None:
+        if not (call.parents and call.prefix_tokens):
+            return
+        parent = spec.calls[call.parents[0]]
+        reachable = min(call.prefix_tokens, parent.prompt_tokens + parent.output_tokens - 1, prompt_len - 1)
+        self.reusable += call.prefix_tokens
+        self.attainable += reachable // harness.BLOCK_SIZE * harness.BLOCK_SIZE
+        self._pending[rid] = call.prefix_tokens
+
+    def started(self, out: Any) -> None:
+        if not self._pending:
+            return
+        for rid, before in started_requests(out):
+            history = self._pending.pop(rid, None)
+            if history is not None:
+                self.hit += min(before, history)
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "reusable_tokens": self.reusable,
+            "attainable_tokens": self.attainable,
+            "hit_tokens": self.hit,
+            "reprefilled_tokens": self.reusable - self.hit,
+            "hit_share": self.hit / self.reusable if self.reusable else float("nan"),
+        }
+
+
 class KVLedger:
     """A preempted request's KV: the tokens it had computed, then how they came back when it
     resumed (GPU prefix-cache hit, CPU load, recompute); loads for calls never preempted are their
@@ -314,6 +354,7 @@ class Replay:
         self.preemptions = [0]
         count_calls(scheduler, "_preempt_request", self.preemptions)
         self.kv = KVLedger()
+        self.history = HistoryHits()
         preempt = scheduler._preempt_request
 
         def preempt_and_record(request: Any, *args: Any, **kwargs: Any) -> Any:
@@ -356,6 +397,7 @@ class Replay:
             extra["parent_ids"] = [request_id(pid, q) for q in call.parents]
         ids = self.prompts[pid].build(call)
         self.prompt_len[rid] = len(ids)
+        self.history.issued(rid, call, self.calls.specs[pid], len(ids))
         self.expected[rid] = call.output_tokens
         self._owner[rid] = (pid, index)
         with quiet():
@@ -380,6 +422,7 @@ class Replay:
         """The loop took this batch's output: it ran from the previous batch's end to now."""
         out = iteration.scheduled
         self.cached_tokens += cached_at_start(out)
+        self.history.started(out)
         self.now += self.kv.batch_done(iteration, self.preset)
         if out.total_num_scheduled_tokens:
             self.batches += 1
@@ -394,8 +437,18 @@ class Replay:
                     raise RuntimeError(f"{self.policy}: stalled with {len(self.scheduler.requests)} requests")
                 self.now = max(self.now, due)
         for rid in iteration.finished:
-            if self.calls.finished(*self._owner[rid], self.now):
-                self.on_program_done()
+            pid, index = self._owner[rid]
+            if self.calls.finished(pid, index, self.now):
+                self.program_done(pid)
+
+    def program_done(self, pid: int) -> None:
+        """Its last call finished: the plug-in hears the finish hint (``POST /v1/programs/{id}/finish``
+        of ``autellix serve``), as the simulator's core ends a program with its last call, so its
+        retained KV is freed now rather than at ``program_ttl``."""
+        finish = getattr(self.scheduler, "finish_program", None)
+        if finish is not None:
+            finish(f"prog-{pid}")
+        self.on_program_done()
 
     def result(self, wall: float, num_blocks: int, kv_offload_bytes: int | None) -> dict[str, Any]:
         """The counters of a finished replay that ran ``wall`` seconds."""
@@ -419,6 +472,8 @@ class Replay:
                 stored_blocks=loop.stored_blocks,
                 transfers_pending=bool(self.scheduler.connector.has_pending_push_work() or loop.busy()),
             )
+        stats = getattr(self.scheduler, "autellix_stats", None)  # the plug-in's KV counters, if any
+        plugin = {"plugin_stats": stats()} if callable(stats) else {}
         return {
             "calls_done": len(loop.finish_reasons),
             "calls": sum(len(p.calls) for p in self.programs),
@@ -432,6 +487,8 @@ class Replay:
             "makespan_s": max(finish.values(), default=first) - first,
             "wall_s": wall,
             "kv": kv,
+            "history": self.history.result(),
+            **plugin,
         }
 
 

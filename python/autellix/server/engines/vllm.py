@@ -18,6 +18,15 @@ with the plug-in directly.
 Each child's output is relayed to this process's stderr, prefixed ``[vllm N]``. A child that
 exits before it is ready fails :meth:`VllmEngine.start` with :class:`VllmStartError` quoting its
 last lines; one that dies later makes ``/health`` answer 503 and its calls fail with 502.
+
+**The finish hint.** ``POST /v1/programs/{id}/finish`` (and the end of an anonymous program)
+reaches the plug-in through its control channel (:mod:`autellix.adapters.control`): each child
+gets a unix socket path in a private (0700) temporary directory as the plug-in setting
+``control`` (its ``AUTELLIX_CONTROL`` environment variable), and :meth:`VllmEngine.end_program`
+writes ``{"finish": NAME}`` there for every replica that served the program, ``NAME`` being the
+program id as it was forwarded (qualified by the tenant when API keys are on). The write runs in
+a background task with a short timeout; a child that cannot be reached is logged and the finish
+goes on (the plug-in then ends the program at its TTL, as it does for plain ``vllm serve`` users).
 """
 
 from __future__ import annotations
@@ -27,10 +36,13 @@ import collections
 import contextlib
 import importlib.util
 import json
+import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,10 +50,15 @@ from dataclasses import dataclass
 import aiohttp
 
 from autellix._core import SchedulerConfig
+from autellix.adapters import control
 from autellix.adapters.settings import PluginSettings
 from autellix.exceptions import ConfigError, VllmStartError
 from autellix.server.config import VLLM_MAX_INFLIGHT, ServerConfig
+from autellix.server.engines.base import CallHandle
 from autellix.server.engines.upstream import UpstreamEngine
+from autellix.server.protocol import ChatCompletionRequest, CompletionRequest
+
+_log = logging.getLogger(__name__)
 
 #: the plug-in every child runs
 SCHEDULER_CLS = "autellix.adapters.vllm.AutellixScheduler"
@@ -49,6 +66,8 @@ SCHEDULER_CLS = "autellix.adapters.vllm.AutellixScheduler"
 STOP_GRACE_S = 30.0
 #: lines of a child's output quoted when it fails to start
 _TAIL_LINES = 15
+#: seconds a finish hint may take to reach a child's control socket (connect + write)
+CONTROL_TIMEOUT_S = 1.0
 
 
 _CORE = SchedulerConfig()
@@ -140,10 +159,17 @@ class VllmLaunch:
             *self.args,
         ]
 
-    def env(self, replica: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    def env(
+        self, replica: int, base: Mapping[str, str] | None = None, control: str | None = None
+    ) -> dict[str, str]:
         """The environment of server ``replica``: this process's, with its own GPUs when there
-        are several servers (out of the GPUs ``CUDA_VISIBLE_DEVICES`` lists, else 0, 1, ...)."""
+        are several servers (out of the GPUs ``CUDA_VISIBLE_DEVICES`` lists, else 0, 1, ...), a
+        fresh ``PROMETHEUS_MULTIPROC_DIR`` unless one is set, and ``control``, the unix socket its
+        plug-in listens on for finish hints, as the plug-in setting ``AUTELLIX_CONTROL``."""
         env = dict(os.environ if base is None else base)
+        env.pop("AUTELLIX_CONTROL", None)  # never another server's (the front's own environment)
+        if control is not None:
+            env["AUTELLIX_CONTROL"] = control
         if self.replicas > 1:
             visible = env.get("CUDA_VISIBLE_DEVICES")
             gpus = (
@@ -158,6 +184,11 @@ class VllmLaunch:
                     f"{self.replicas * self.gpus_per_replica} GPUs; CUDA_VISIBLE_DEVICES lists {len(gpus)}"
                 )
             env["CUDA_VISIBLE_DEVICES"] = ",".join(group)
+        if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+            # The plug-in's autellix:* metrics live in vLLM's EngineCore process: prometheus_client's
+            # multiprocess mode brings them to the server's /metrics (a fresh directory per launch,
+            # as vLLM asks: values left from an earlier run would be read too).
+            env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"autellix-vllm{replica}-metrics-")
         return env
 
 
@@ -279,10 +310,20 @@ class VllmEngine(UpstreamEngine):
             raise VllmStartError("the vllm engine needs vLLM: pip install 'autellix[vllm]'")
         self.launch = launch
         command = argv or launch.argv
+        # one private directory per child (mkdtemp: 0700), its plug-in's control socket in it
+        self._control_dirs = [
+            tempfile.mkdtemp(prefix=f"autellix-vllm{i}-control-") for i in range(len(ports))
+        ]
+        #: each child's control socket (the plug-in setting ``control``)
+        self.controls = [os.path.join(d, "control.sock") for d in self._control_dirs]
         self.processes = [
-            VllmProcess(f"vllm {i}", command(port), launch.env(i), url)
+            VllmProcess(f"vllm {i}", command(port), launch.env(i, control=self.controls[i]), url)
             for i, (port, url) in enumerate(zip(ports, self.upstreams, strict=True))
         ]
+        #: core program id -> the name its calls were forwarded under, and the replicas they reached
+        self._forwarded_names: dict[int, str] = {}
+        self._served: dict[int, set[int]] = {}
+        self._hints: set[asyncio.Task[None]] = set()
 
     @property
     def healthy(self) -> bool:
@@ -301,4 +342,96 @@ class VllmEngine(UpstreamEngine):
 
     async def stop(self) -> None:
         await super().stop()
+        if self._hints:  # finish hints under way: each is bounded by CONTROL_TIMEOUT_S
+            await asyncio.gather(*self._hints, return_exceptions=True)
         await asyncio.gather(*(process.stop() for process in self.processes))
+        for directory in self._control_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    # -- the finish hint --------------------------------------------------------------------
+
+    def submit(
+        self,
+        program: int,
+        prompt_tokens: int,
+        max_tokens: int,
+        *,
+        thread: int = 0,
+        parents: Sequence[int] = (),
+        limit_reason: str = "length",
+        body: ChatCompletionRequest | CompletionRequest | None = None,
+    ) -> CallHandle:
+        handle = super().submit(
+            program,
+            prompt_tokens,
+            max_tokens,
+            thread=thread,
+            parents=parents,
+            limit_reason=limit_reason,
+            body=body,
+        )
+        # the name the plug-in knows the program by (Server.submit qualified it by its tenant);
+        # a call without one is a program of its own there, which ends with the call
+        if body is not None and body.program_id is not None:
+            self._forwarded_names[program] = body.program_id
+        return handle
+
+    async def _forward(self, upstream: int, handle: CallHandle, level: int) -> None:
+        if handle.program in self._forwarded_names:  # every replica it reaches (retries too)
+            self._served.setdefault(handle.program, set()).add(upstream)
+        await super()._forward(upstream, handle, level)
+
+    def end_program(self, program: int) -> list[int]:
+        aborted = super().end_program(program)
+        name = self._forwarded_names.pop(program, None)
+        served = self._served.pop(program, set())
+        if name is not None and served:
+            paths = [self.controls[upstream] for upstream in sorted(served)]
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop (a synchronous caller): nothing to spare it
+                for path in paths:
+                    _send_now(path, {"finish": name})
+            else:
+                task = loop.create_task(_send(paths, {"finish": name}), name="autellix-finish-hint")
+                self._hints.add(task)
+                task.add_done_callback(self._hints.discard)
+        return aborted
+
+    def _expired(self, programs: list[int]) -> None:
+        # the plug-in expires them by the same TTL: nothing to send
+        for program in programs:
+            self._forwarded_names.pop(program, None)
+            self._served.pop(program, None)
+        super()._expired(programs)
+
+
+async def _send(paths: Sequence[str], message: Mapping[str, object]) -> None:
+    """Write ``message`` to each child's control socket (each data-parallel engine's); a child
+    that cannot be reached within :data:`CONTROL_TIMEOUT_S` is logged and skipped."""
+    data = control.encode([message])
+    for path in paths:
+        for target in control.targets(path):
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_unix_connection(target), CONTROL_TIMEOUT_S)
+                try:
+                    writer.write(data)
+                    await asyncio.wait_for(writer.drain(), CONTROL_TIMEOUT_S)
+                finally:
+                    writer.close()
+                    with contextlib.suppress(OSError, asyncio.TimeoutError):
+                        await asyncio.wait_for(writer.wait_closed(), CONTROL_TIMEOUT_S)
+            except (OSError, asyncio.TimeoutError) as exc:
+                _undelivered(target, exc)
+
+
+def _send_now(path: str, message: Mapping[str, object]) -> None:
+    for target in control.targets(path):
+        try:
+            control.send(target, [message], timeout=CONTROL_TIMEOUT_S)
+        except OSError as exc:
+            _undelivered(target, exc)
+
+
+def _undelivered(target: str, exc: BaseException) -> None:
+    _log.warning("finish hint not delivered to %s (%s): the plug-in ends the program at its TTL", target, exc)
