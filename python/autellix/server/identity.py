@@ -61,6 +61,7 @@ PR 12932).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -98,6 +99,10 @@ THREAD_HINTS = (
     "h:X-Claude-Code-Agent-Id",
 )
 PARENTS_HINTS = ("b:vllm_xargs.parent_ids",)
+#: the headers among the hints, lowercased (read once per request: see :func:`_hint_headers`)
+_HINT_HEADERS = frozenset(
+    where[2:].lower() for where in (*PROGRAM_HINTS, *THREAD_HINTS, *PARENTS_HINTS) if where.startswith("h:")
+)
 
 #: longest program id (:func:`autellix.identity.check_name`)
 _MAX_NAME = 128
@@ -131,14 +136,28 @@ def _one(kind: str, header: str | None, body: str | None) -> str | None:
     return None if value is None else check_name(kind, value)
 
 
-def _raw(where: str, headers: Mapping[str, str], extra: Mapping[str, Any]) -> object:
-    """The value at ``where`` (a hint's place), or ``None``."""
+def _hint_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The hint headers a request carries, by lowercased name: one pass over its headers rather
+    than a case-insensitive scan per hint (most requests carry none)."""
+    return {name.lower(): value for name, value in headers.items() if name.lower() in _HINT_HEADERS}
+
+
+@functools.cache
+def _place(where: str) -> tuple[bool, tuple[str, ...]]:
+    """A hint's place parsed: (a header?, its lowercased name / the body's key path)."""
     kind, _, path = where.partition(":")
-    if kind == "h":
-        return headers.get(path)
+    return (True, (path.lower(),)) if kind == "h" else (False, tuple(path.split(".")))
+
+
+def _raw(where: str, headers: Mapping[str, str], extra: Mapping[str, Any]) -> object:
+    """The value at ``where`` (a hint's place), or ``None``; ``headers`` as :func:`_hint_headers`
+    gives them."""
+    header, path = _place(where)
+    if header:
+        return headers.get(path[0])
     value: object = extra
-    for key in path.split("."):
-        if not isinstance(value, Mapping):
+    for key in path:
+        if not isinstance(value, dict):  # parsed JSON: objects are dicts
             return None
         value = value.get(key)
     return value
@@ -194,13 +213,15 @@ def read_identity(
     explicit = from_header if from_header is not None else from_body
     # hints fill only what is missing: an explicit id always wins
     extra = body.model_extra or {}
-    if name is None:
-        name = _hinted_name("program", PROGRAM_HINTS, headers, extra)
-    if thread_name is None:
-        thread_name = _hinted_name("thread", THREAD_HINTS, headers, extra)
+    hinted = _hint_headers(headers) if name is None or thread_name is None else {}
+    if hinted or extra:  # most calls carry no hint at all
+        if name is None:
+            name = _hinted_name("program", PROGRAM_HINTS, hinted, extra)
+        if thread_name is None:
+            thread_name = _hinted_name("thread", THREAD_HINTS, hinted, extra)
     parents = explicit or []
-    if explicit is None and name is not None:
-        parents = _hinted_parents(headers, extra) or []
+    if explicit is None and name is not None and extra:
+        parents = _hinted_parents(hinted, extra) or []
     if name is None and parents:
         raise ApiError(400, "parent ids need a program id", code="invalid_id")
     program = programs.resolve(name, tenant)
