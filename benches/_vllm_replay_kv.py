@@ -6,8 +6,11 @@ tool do not all fit next to the running calls), served three ways by vLLM 0.33's
 ``kv_policy`` ``lru`` (ordering only; vLLM's prefix cache as is) and with ``kv_policy``
 ``autellix`` (the core's ``KvPlanner`` holds finished calls' contexts softly and admits programs),
 and the simulator configured as that engine with the same three (its ``kv_policy`` ``lru`` and
-``autellix``; no host tier, as the plug-in has none yet). The replay itself is
-:mod:`autellix.testing.vllm_replay` (imported on first use: it imports vLLM).
+``autellix``; no host tier). With ``--kv-host X`` two more sides (:data:`HOST_SIDES`) add a
+host tier of X times the KV blocks: vLLM's CPU offloading connector (kv ``lru``: its stock
+write-through LRU; kv ``autellix``: the planner offloads, prefetches and orders the host cache)
+against the simulator with the same ``host_kv_gib`` (``offload-lru`` and ``autellix``). The
+replay itself is :mod:`autellix.testing.vllm_replay` (imported on first use: it imports vLLM).
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ KV_SIDES: dict[str, tuple[str | None, str]] = {
     "stock": (None, "stock vLLM (fcfs)"),
     "lru": ("lru", "plug-in, kv lru"),
     "autellix": ("autellix", "plug-in, kv autellix"),
+}
+#: with ``--kv-host``: the same two plug-in sides with a host tier
+HOST_SIDES: dict[str, tuple[str | None, str]] = {
+    "lru_host": ("lru", "plug-in, kv lru + host"),
+    "autellix_host": ("autellix", "plug-in, kv autellix + host"),
 }
 #: the workloads of the experiment, in order
 KV_WORKLOADS = ("bfcl", "lats", "mixed")
@@ -71,6 +79,7 @@ def kv_args(args: argparse.Namespace, workload: str) -> argparse.Namespace:
         if getattr(out, name) is None:
             setattr(out, name, value)
     out.policies = [BASELINE, args.kv_scheduler]
+    out.kv_host_blocks = round(getattr(args, "kv_host", 0.0) * out.num_blocks)
     return out
 
 
@@ -91,10 +100,31 @@ def sized_preset(preset: cost_model.EnginePreset, blocks: int) -> cost_model.Eng
     return _SizedPreset(**fields, blocks=blocks)
 
 
-def sim_kv_config(args: argparse.Namespace, side: str) -> SimConfig:
+def sides(args: argparse.Namespace) -> dict[str, tuple[str | None, str]]:
+    """The sides of a run: :data:`KV_SIDES`, and :data:`HOST_SIDES` with a host tier."""
+    return {**KV_SIDES, **(HOST_SIDES if getattr(args, "kv_host_blocks", 0) else {})}
+
+
+def host_bytes(args: argparse.Namespace, side: str, preset: cost_model.EnginePreset) -> int | None:
+    """The host side's ``kv_offload_bytes``: the connector keeps a GPU's worth of blocks for
+    write-through (``kv_host.planner_host_blocks``), so the tier is ``num_blocks`` more than the
+    planner's host blocks; ``None`` for a side without one."""
+    if side not in HOST_SIDES:
+        return None
+    return (args.num_blocks + args.kv_host_blocks) * preset.block_size * preset.kv_bytes_per_token
+
+
+def sim_kv_config(args: argparse.Namespace, side: str, preset: cost_model.EnginePreset) -> SimConfig:
     """The simulator's config of one side: the replay's engine, ``kv_policy`` ``lru`` for the
-    stock and lru sides, ``autellix`` (no host tier: the plug-in's planner drops, never offloads)."""
-    kv = KV_SIDES[side][0]
+    stock and lru sides, ``autellix``; a host tier of ``--kv-host-blocks`` on the host sides
+    (``offload-lru`` for kv lru's)."""
+    kv = sides(args)[side][0]
+    kv_policy = kv or "lru"
+    host = 0.0
+    if side in HOST_SIDES:  # half a block over: the simulator rounds its blocks down
+        host = (args.kv_host_blocks + 0.5) * preset.block_size * preset.kv_bytes_per_token / (1 << 30)
+        if kv == "lru":  # the simulator's model of vLLM's CPU offloading (write-through LRU)
+            kv_policy = "offload-lru"
     return SimConfig(
         **ONE_ENGINE,
         workload=args.workload,
@@ -106,8 +136,8 @@ def sim_kv_config(args: argparse.Namespace, side: str) -> SimConfig:
         preset=args.preset,
         max_batch=args.max_num_seqs,
         prefix_caching=True,
-        kv_policy=kv or "lru",
-        host_kv_gib=0.0,
+        kv_policy=kv_policy,
+        host_kv_gib=host,
     )
 
 
@@ -115,7 +145,7 @@ def run_sim_side(
     args: argparse.Namespace, side: str, programs: Sequence[ProgramSpec], preset: cost_model.EnginePreset
 ) -> dict[str, Any]:
     """The simulator on one side: its core runs the plug-in's scheduler config."""
-    config = sim_kv_config(args, side)
+    config = sim_kv_config(args, side, preset)
     core = plugin_settings(config.scheduler, args.settings).scheduler_config()
     r = simulate(config, programs, preset=sized_preset(preset, args.num_blocks), scheduler=core)
     latency = [o.finish - o.arrival if o.finish >= 0 else math.nan for o in r.outcomes]
@@ -149,7 +179,7 @@ def run_vllm_side(
     progress: Any,
 ) -> dict[str, Any]:
     """The replay on one side (``kv_policy`` given explicitly to the plug-in)."""
-    kv, label = KV_SIDES[side]
+    kv, label = sides(args)[side]
     policy = BASELINE if kv is None else args.kv_scheduler
     settings = {**args.settings, **({} if kv is None else {"kv_policy": kv})}
     r = replay_with_progress(
@@ -161,6 +191,7 @@ def run_vllm_side(
         progress,
         f"{args.workload}: {label}",
         settings=settings,
+        kv_offload_bytes=host_bytes(args, side, preset),
     )
     per_token = [
         lat / max(1, p.output_tokens) for lat, p in zip(r["program_latency_s"], programs, strict=True)
@@ -194,11 +225,14 @@ def compare_kv(
             "output_tokens": sum(p.output_tokens for p in programs),
             "last_arrival_s": max(p.arrival for p in programs),
         },
-        "sim": {side: run_sim_side(args, side, programs, preset) for side in KV_SIDES},
+        "sim": {side: run_sim_side(args, side, programs, preset) for side in sides(args)},
         "vllm": {
-            side: run_vllm_side(args, side, programs, model_config, preset, progress) for side in KV_SIDES
+            side: run_vllm_side(args, side, programs, model_config, preset, progress) for side in sides(args)
         },
     }
+    if getattr(args, "kv_host_blocks", 0):
+        result["config"]["kv_host_blocks"] = args.kv_host_blocks
+        result["host"] = host_summary(result)
     result["ratios"] = {side: kv_ratio(result[side]) for side in ("vllm", "sim")}
     result["fractions"] = fractions({k: {"autellix": v} for k, v in result["ratios"].items()})["autellix"]
     for k, cell in result["fractions"].items():
@@ -208,9 +242,19 @@ def compare_kv(
     return result
 
 
-def kv_ratio(sides: dict[str, Any]) -> dict[str, float]:
-    """kv lru / kv autellix of mean, P50, P99 and worst per-token latency (> 1: the planner is faster)."""
-    lru, ours = sides["lru"], sides["autellix"]
+def host_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The host sides: kv lru / kv autellix (both with the host tier) per engine, and the host
+    planner's P99 against stock vLLM's."""
+    ratios = {e: kv_ratio(result[e], "lru_host", "autellix_host") for e in ("vllm", "sim")}
+    vllm = result["vllm"]
+    over = vllm["autellix_host"]["per_token_s"]["p99"] / vllm["stock"]["per_token_s"]["p99"]
+    return {"ratios": ratios, "p99_over_stock": over, "p99_vs_stock": "PASS" if over <= 1 else "MISS"}
+
+
+def kv_ratio(sides: dict[str, Any], lru: str = "lru", autellix: str = "autellix") -> dict[str, float]:
+    """kv lru / kv autellix of mean, P50, P99 and worst per-token latency (> 1: the planner is
+    faster); ``lru`` / ``autellix``: the sides compared."""
+    lru, ours = sides[lru], sides[autellix]
     out = {k: lru["per_token_s"][k] / ours["per_token_s"][k] for k in ("mean", "p50", "p99")}
     out["worst"] = lru["worst_per_token_s"] / ours["worst_per_token_s"]
     return out

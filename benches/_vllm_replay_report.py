@@ -8,7 +8,7 @@ from typing import Any
 
 from _replay import BASELINE
 from _vllm_replay_compare import GOAL_FRACTION, OFFLOAD_SIDES, SIDES
-from _vllm_replay_kv import KV_SIDES
+from _vllm_replay_kv import HOST_SIDES, KV_SIDES
 from _vllm_replay_overhead import GOAL_OVERHEAD
 
 
@@ -233,7 +233,9 @@ def _kv_table(console: Any, workload: str, r: dict[str, Any], cfg: dict[str, Any
     )
     for col in cols:
         table.add_column(col, justify="left" if col in ("side", "engine") else "right", no_wrap=col == "side")
-    for side, (_, label) in KV_SIDES.items():
+    for side, (_, label) in {**KV_SIDES, **HOST_SIDES}.items():
+        if side not in r["vllm"]:
+            continue
         for engine, name in (("vllm", "vLLM"), ("sim", "sim")):
             x = r[engine][side]
             d, h = x["per_token_s"], x["history"]
@@ -261,6 +263,14 @@ def _kv_table(console: Any, workload: str, r: dict[str, Any], cfg: dict[str, Any
         f"{q['sim']['p99']:.2f} / {q['sim']['worst']:.2f}; kept (goal >= {GOAL_FRACTION:.0%}): {cells}; "
         f"P99 vs stock vLLM {g['p99_over_stock']:.2f}x: {g['p99_vs_stock']}"
     )
+    if "host" in r:
+        h = r["host"]["ratios"]
+        console.print(
+            f"with a host tier of {c['kv_host_blocks']} blocks, kv lru / kv autellix: vLLM mean "
+            f"{h['vllm']['mean']:.2f}, P99 {h['vllm']['p99']:.2f}; simulator {h['sim']['mean']:.2f} / "
+            f"{h['sim']['p99']:.2f}; P99 vs stock vLLM {r['host']['p99_over_stock']:.2f}x: "
+            f"{r['host']['p99_vs_stock']}"
+        )
 
 
 def _verdict(cell: dict[str, Any]) -> str:

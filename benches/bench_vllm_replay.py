@@ -264,6 +264,15 @@ def _parser() -> argparse.ArgumentParser:
         default=OFFLOAD_NUM_BLOCKS,
         help=f"KV blocks of the recompute / offload comparison (default: {OFFLOAD_NUM_BLOCKS})",
     )
+    p.add_argument(
+        "--kv-host",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="--experiment kv: also the plug-in sides with vLLM's CPU offloading connector and a host "
+        "tier of X times the workload's KV blocks, and the simulator with the same host_kv_gib "
+        "(default: 0, none)",
+    )
     p.add_argument("--skip-replay", action="store_true", help="only the overhead measurement")
     p.add_argument("--skip-overhead", action="store_true", help="only the replay")
     p.add_argument(
@@ -310,6 +319,8 @@ def _parse_kv(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.
     args.workloads = [args.workload] if args.workload else list(KV_WORKLOADS)
     args.overhead_steps = args.overhead_steps or DEFAULTS["overhead_steps"][args.quick]
     args.kv_offload = 0.0
+    if not 0 <= args.kv_host < float("inf"):
+        p.error("--kv-host must be a finite number >= 0")
     _check_preset(p, args)
     for workload in args.workloads:
         _check(p, kv_args(args, workload))
@@ -399,7 +410,8 @@ def _kv_header(args: argparse.Namespace, runs: Sequence[argparse.Namespace]) -> 
             "autellix_settings": {
                 side: asdict(plugin_settings(args.kv_scheduler, s)) for side, s in settings.items()
             },
-            "sim_config": "SimConfig(kv_policy lru | autellix, host_kv_gib 0, engines 1, swap recompute, "
+            "sim_config": "SimConfig(kv_policy lru | autellix, host_kv_gib 0; host sides: offload-lru | "
+            "autellix with host_kv_gib = the host blocks; engines 1, swap recompute, "
             "steps_per_schedule 1, prefix caching, max_batch = max_num_seqs), the engine's KV blocks = "
             "num_blocks, the plug-in's scheduler config, no scheduler CPU time",
             "program_end": "the finish hint (finish_program) as a program's last call ends",

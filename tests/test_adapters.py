@@ -91,6 +91,15 @@ def test_kv_policy_setting() -> None:
         PluginSettings.load({"kv_policy": "belady"}, environ={})
 
 
+def test_kv_admission_setting() -> None:
+    assert PluginSettings().kv_admission is True  # measured: bfcl's and mixed's gains need it
+    assert PluginSettings.load(None, environ={"AUTELLIX_KV_ADMISSION": "Off"}).kv_admission is False
+    assert PluginSettings.load({"kv_admission": "on"}, environ={"AUTELLIX_KV_ADMISSION": "off"}).kv_admission
+    assert PluginSettings.load({"kv_admission": False}, environ={}).kv_admission is False
+    with pytest.raises(ConfigError, match="invalid autellix kv_admission 'maybe' from config key"):
+        PluginSettings.load({"kv_admission": "maybe"}, environ={})
+
+
 def test_call_hints_from_metadata() -> None:
     assert call_hints(None) == call_hints({"program_id": "p"}) == CallHints()
     for value in (True, 1, "1", "true", " Yes"):

@@ -178,13 +178,14 @@ def _check_overhead(overhead: dict[str, Any]) -> None:
 
 def test_kv_experiment_reports_every_side(model_config: Any, tmp_path: Path) -> None:
     """``--experiment kv --quick`` in this process (the session's model config: no second vLLM
-    start-up), two programs per workload: structure only, never which side is faster."""
+    start-up), two programs per workload, with the host-tier sides: structure only, never which
+    side is faster."""
     sys.path.insert(0, str(ROOT / "benches"))
     import bench_vllm_replay
 
     out = tmp_path / "kv.json"
     argv = ["--experiment", "kv", "--quick", "--no-progress", "--json", str(out), "--programs", "2"]
-    argv += ["--overhead-running", "8", "--overhead-waiting", "40", "--overhead-steps", "6"]
+    argv += ["--kv-host", "1", "--overhead-running", "8", "--overhead-waiting", "40", "--overhead-steps", "6"]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         bench_vllm_replay.main(argv, model_config)
@@ -194,7 +195,7 @@ def test_kv_experiment_reports_every_side(model_config: Any, tmp_path: Path) -> 
     for workload, r in data["kv"].items():
         calls = r["workload"]["calls"]
         for engine in ("vllm", "sim"):
-            assert set(r[engine]) == {"stock", "lru", "autellix"}
+            assert set(r[engine]) == {"stock", "lru", "autellix", "lru_host", "autellix_host"}
             for side in r[engine].values():
                 assert side["programs_done"] == 2 and side["calls_done"] == side["calls"] == calls
                 figures = [
@@ -210,8 +211,13 @@ def test_kv_experiment_reports_every_side(model_config: Any, tmp_path: Path) -> 
         assert set(r["ratios"]["vllm"]) == set(r["ratios"]["sim"]) == {"mean", "p50", "p99", "worst"}
         assert all(cell["verdict"] in ("PASS", "MISS", "n/a") for cell in r["fractions"].values())
         assert r["goals"]["p99_vs_stock"] in ("PASS", "MISS") and r["goals"]["all_done"] is True
+        assert r["config"]["kv_host_blocks"] == r["config"]["num_blocks"]
+        assert set(r["host"]["ratios"]["vllm"]) == {"mean", "p50", "p99", "worst"}
+        assert r["host"]["p99_vs_stock"] in ("PASS", "MISS")
+        assert "kv_host_blocks" in r["vllm"]["autellix_host"]["plugin_stats"]  # the planner has a host tier
     _check_overhead(data["overhead"])
     assert "kv lru / kv autellix" in printed.getvalue() and "kv autellix)" in printed.getvalue()
+    assert "with a host tier of" in printed.getvalue()
 
 
 def test_gpu_e2e_skips_without_a_model() -> None:

@@ -166,6 +166,55 @@ def test_a_queued_call_gives_its_context_up_to_a_running_one(engine: Make) -> No
     _all_back(e)
 
 
+def test_with_kv_admission_off_no_program_waits(engine: Make) -> None:
+    e = engine("plas", num_blocks=64, kv_policy="autellix", kv_admission="off")
+    e.add("big-0", 40 * 16, 2, program="big")  # a 40-block context of 63 blocks, as above
+    e.run()
+    e.add("new-0", 32, 4, program="new")
+    e.step(20)
+    assert e.loop.tokens["new-0"] == 4 and e.scheduler.kv.planner.gpu_blocks >= 40
+    assert e.scheduler.autellix_stats()["programs_deferred_total"] == 0
+
+
+def test_queued_calls_give_their_contexts_up_when_nothing_runs(engine: Make) -> None:
+    # One slot, 29 blocks: two programs' contexts (6 blocks each) are acquired by their next
+    # calls, queued behind a 20-block call that only fits without them. Nothing runs, so
+    # nothing else would ever free a block: the queued calls give them up, and all three run.
+    e = engine("fcfs", num_blocks=30, max_num_seqs=1, kv_policy="autellix")
+    first = {}
+    for name in ("a", "b"):
+        first[name] = _call(e, f"{name}-0", _tokens(f"{name}-0", 90), 10, program_id=name)
+        e.run()
+    assert e.scheduler.kv.planner.gpu_blocks == 12
+    e.add("big-0", 20 * 16, 2, program="big", last_call=1)
+    for name in ("a", "b"):
+        _call(e, f"{name}-1", _next_prompt(first[name], 8), 4, program_id=name, last_call=1)
+        assert e.scheduler.kv.acquired(f"{name}-1") is not None
+    e.run(max_steps=500)
+    assert e.loop.tokens == {"a-0": 10, "b-0": 10, "big-0": 2, "a-1": 4, "b-1": 4}
+    assert e.scheduler.autellix_stats()["kv_forced_releases_total"] == 2
+    _all_back(e)
+
+
+def test_allocations_pass_through_the_plugin_only_while_contexts_are_held(engine: Make) -> None:
+    e = engine("plas", num_blocks=64, kv_policy="autellix")
+    manager = e.scheduler.kv_cache_manager
+    assert e.scheduler._allocate_slots is not None
+    vllms, wrapped = e.scheduler._allocate_slots
+    first = _call(e, "a-0", _tokens("a-0", 90), 4, program_id="a")
+    e.step()
+    assert manager.allocate_slots is vllms  # nothing held: vLLM's own method, no extra frame
+    e.run()
+    assert len(e.scheduler.kv) == 1
+    _call(e, "a-1", _next_prompt(first, 8), 4, program_id="a", last_call=1)
+    e.step()
+    assert manager.allocate_slots is wrapped  # a context to give back if an allocation fails
+    e.run()
+    e.step()
+    assert len(e.scheduler.kv) == 0 and manager.allocate_slots is vllms
+    _all_back(e)
+
+
 def _two_tools(e: Engine, hinted: bool) -> dict[str, int]:
     """Two programs' contexts (6 blocks each) when a call needs one of them: "slow" (its tool
     takes minutes) finished first, "quick" (its tool takes 0.1 s) after it."""

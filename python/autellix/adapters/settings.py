@@ -22,6 +22,11 @@ kv_policy          AUTELLIX_KV_POLICY           what happens to a finished call'
                                                 of programs that call again, and defers new
                                                 programs while working sets do not fit);
                                                 default ``lru``
+kv_admission       AUTELLIX_KV_ADMISSION        with kv_policy ``autellix``: defer new
+                                                programs while the live working sets exceed
+                                                the KV cache (host tier included), at most
+                                                beta x the mean program service; ``on`` |
+                                                ``off``; default ``on``
 control            AUTELLIX_CONTROL             a unix socket path the plug-in listens on for
                                                 the front's hints (:mod:`.control`; ``autellix
                                                 serve --engine vllm`` sets it); default none
@@ -29,8 +34,8 @@ control            AUTELLIX_CONTROL             a unix socket path the plug-in l
 
 Every scheduling default is the core's :class:`autellix.SchedulerConfig` default (plas, its
 ladder, beta 8, 600 s), the same for ``autellix serve`` and the simulator. ``kv_policy`` stays
-``lru`` (today's behaviour) until the replay benchmark has compared the two on vLLM
-(:data:`DEFAULT_KV_POLICY`).
+``lru`` (:data:`DEFAULT_KV_POLICY`): in the vLLM replay (benches/RESULTS.md, issue 16) the
+planner's P99 is worse than stock vLLM's on lats-style loads without a host tier.
 
 Bad values raise :class:`autellix.ConfigError` naming the key and where it came from.
 """
@@ -53,15 +58,24 @@ _ENV = {
     "starvation_beta": "AUTELLIX_STARVATION_BETA",
     "program_ttl": "AUTELLIX_PROGRAM_TTL",
     "kv_policy": "AUTELLIX_KV_POLICY",
+    "kv_admission": "AUTELLIX_KV_ADMISSION",
     "control": "AUTELLIX_CONTROL",
 }
 
 #: ``lru``: vLLM's stock prefix cache; ``autellix``: the core's KV planner (retention, admission)
 KV_POLICIES = ("lru", "autellix")
+#: ``lru`` until ``autellix`` keeps P99 within stock vLLM's on every measured workload (not on
+#: lats-style loads: benches/RESULTS.md, issue 16)
 DEFAULT_KV_POLICY = "lru"
+#: Program admission (kv_policy autellix). On: in the vLLM replay (benches/RESULTS.md, issue 16)
+#: retention without it kept none of bfcl's and mixed's gains (vLLM 1.03x / 1.00x mean); off
+#: is for loads like lats, whose deferrals cost the tail more than thrashing does.
+DEFAULT_KV_ADMISSION = True
 
 
 _CORE = SchedulerConfig()
+_FLAGS = {"on": True, "true": True, "yes": True, "1": True}
+_FLAGS.update({"off": False, "false": False, "no": False, "0": False})
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,7 @@ class PluginSettings:
     starvation_beta: float | None = _CORE.starvation_beta
     program_ttl: float = _CORE.program_ttl
     kv_policy: str = DEFAULT_KV_POLICY
+    kv_admission: bool = DEFAULT_KV_ADMISSION
     #: unix socket of the control channel (``None``: no channel; TTL and ``last_call`` only)
     control: str | None = None
 
@@ -129,6 +144,13 @@ def _parse(key: str, value: Any, source: str) -> Any:
             if kv_policy not in KV_POLICIES:
                 raise ValueError(f"not one of {', '.join(KV_POLICIES)}")
             return kv_policy
+        if key == "kv_admission":
+            if isinstance(value, bool):
+                return value
+            flag = str(value).strip().lower()
+            if flag not in _FLAGS:
+                raise ValueError(f"not one of {', '.join(_FLAGS)}")
+            return _FLAGS[flag]
         if key == "control":
             if value is None or str(value).strip() == "":
                 return None

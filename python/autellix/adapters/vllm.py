@@ -32,9 +32,10 @@ runs here:
 * **Retention** (:class:`autellix.adapters.kv_retention.RetainedContexts`). A finished call of a
   program that will call again keeps its full KV blocks referenced, so vLLM's LRU cannot evict
   them and the next call hits them. The holds are soft: every allocation vLLM makes goes through
-  ``kv_cache_manager.allocate_slots``, which this scheduler wraps; when it fails, the planner
-  gives back the contexts needed last and the allocation is retried, so a hold never makes an
-  allocation fail or a running request be preempted where vLLM alone would have found the blocks.
+  ``kv_cache_manager.allocate_slots``, which this scheduler wraps while it holds any context;
+  when it fails, the planner gives back the contexts needed last and the allocation is retried,
+  so a hold never makes an allocation fail or a running request be preempted where vLLM alone
+  would have found the blocks (nor keeps a queued call from starting when nothing runs).
   A program's contexts go when it ends (``last_call`` hint, :meth:`AutellixScheduler.finish_program`,
   the core's program TTL, or with the call of a program-less request).
 * **Host tier** (:mod:`autellix.adapters.kv_host`), with vLLM's CPU offloading connector on: the
@@ -44,9 +45,10 @@ runs here:
   :data:`_MAX_PREFETCHES` in flight, invisible to the core, the request counts and the metrics);
   the connector's host cache evicts by the planner's view
   (:class:`~autellix.adapters.kv_host.AutellixCachePolicy`).
-* **Admission.** A new program waits (its requests stay in vLLM's waiting queue, invisible to its
-  scan) while the live programs' working sets and the running requests exceed the KV cache, in
-  arrival order and never longer than ``starvation_beta`` x the mean service of ended programs.
+* **Admission** (``kv_admission``, on by default). A new program waits (its requests stay in
+  vLLM's waiting queue, invisible to its scan) while the live programs' working sets and the
+  running requests exceed the KV cache (and host tier), in arrival order and never longer than
+  ``starvation_beta`` x the mean service of ended programs.
 * **Metrics.** ``autellix:*`` (:mod:`autellix.adapters.kv_metrics`) and
   :meth:`AutellixScheduler.autellix_stats`.
 
@@ -226,6 +228,8 @@ class AutellixScheduler(AsyncScheduler):
         #: host tier: prefetch request id -> the request and the contexts it loads (root first)
         self._prefetches: dict[str, tuple[Request, list[int]]] = {}
         self._prefetch_counts = {"requests": 0, "loaded": 0, "cached": 0, "withdrawn": 0}
+        #: vLLM's ``allocate_slots`` and the plug-in's wrapper of it (kv_policy autellix)
+        self._allocate_slots: tuple[Callable[..., Any], Callable[..., Any]] | None = None
         self.control: ControlListener | None = None
         if self.autellix_settings.control:
             self._listen(self.autellix_settings.control)
@@ -271,7 +275,8 @@ class AutellixScheduler(AsyncScheduler):
             host_blocks = planner_host_blocks(self)
         planner = KvPlanner(
             host_blocks=host_blocks,
-            admission_blocks=usable + host_blocks,  # as the simulator: both tiers hold working sets
+            # as the simulator: both tiers hold working sets; None admits every program at once
+            admission_blocks=usable + host_blocks if self.autellix_settings.kv_admission else None,
             **({} if beta is None else {"deferral_beta": beta}),
         )
         self.kv = RetainedContexts(
@@ -283,11 +288,36 @@ class AutellixScheduler(AsyncScheduler):
         )
         self.programs.on_program_end = self._program_ended
         allocate = manager.allocate_slots
+        retry = self._allocate_failed
 
-        def allocate_slots(request: Request, num_new_tokens: int, *args: Any, **kwargs: Any) -> Any:
-            return self._allocate_slots(allocate, request, num_new_tokens, args, kwargs)
+        def allocate_slots(
+            request: Request,
+            num_new_tokens: int,
+            num_new_computed_tokens: int = 0,
+            new_computed_blocks: Any = None,
+            num_lookahead_tokens: int = 0,
+            **kwargs: Any,
+        ) -> Any:
+            # Runs for every running request every step: the normal path is vLLM's own call
+            # and one test (vLLM 0.33's leading parameters spelled out: no packing of the
+            # running path's keywords); all the plug-in's work is on the failure path.
+            blocks = allocate(
+                request,
+                num_new_tokens,
+                num_new_computed_tokens,
+                new_computed_blocks,
+                num_lookahead_tokens,
+                **kwargs,
+            )
+            if blocks is None:
+                args = (num_new_computed_tokens, new_computed_blocks)
+                kwargs["num_lookahead_tokens"] = num_lookahead_tokens
+                return retry(allocate, request, num_new_tokens, args, kwargs)
+            return blocks
 
-        manager.allocate_slots = allocate_slots
+        # Installed only while contexts are held (:meth:`schedule`): with none, a failed
+        # allocation has nothing to reclaim, and vLLM's own method costs nothing extra.
+        self._allocate_slots = (allocate, allocate_slots)
         record = manager.record_prefix_cache_stats
 
         def record_prefix_cache_stats(request: Request, num_hits: int) -> None:
@@ -396,11 +426,20 @@ class AutellixScheduler(AsyncScheduler):
             request = self._request(call)
             if request is not None:
                 self.waiting.admit(request)
-        if self.kv is not None and self.kv.host is not None:
-            self._prefetch()
+                if self.kv is not None:  # (re)admitted after a preemption: its context is in use again
+                    self._acquire(request)
+        if self.kv is not None:
+            assert self._allocate_slots is not None
+            self.kv_cache_manager.allocate_slots = self._allocate_slots[1 if len(self.kv) else 0]
+            if self.kv.host is not None:
+                self._prefetch()
         output = super().schedule(*args, **kwargs)
         if self.kv is not None:
             for new in output.scheduled_new_reqs:
+                if self.kv.acquired(new.req_id) is None:  # gave its context up while queued
+                    request = self.requests.get(new.req_id)
+                    if request is not None:
+                        self._acquire(request)
                 if new.num_computed_tokens and self.kv.acquired(new.req_id) is not None:
                     self.kv.hit(new.num_computed_tokens)
         return output
@@ -448,7 +487,7 @@ class AutellixScheduler(AsyncScheduler):
 
     # -- the KV planner (kv_policy autellix) --------------------------------------------------
 
-    def _allocate_slots(
+    def _allocate_failed(
         self,
         allocate: Callable[..., Any],
         request: Request,
@@ -456,19 +495,17 @@ class AutellixScheduler(AsyncScheduler):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        """vLLM's ``allocate_slots``; where it finds too few free blocks, retained contexts are
-        given back (the planner picks them) and it is tried again. A failed attempt changes
-        nothing in vLLM, so retrying is safe, and it re-counts everything (watermark, reserved
-        blocks, hits that lost their last reference)."""
+        """vLLM's ``allocate_slots`` found too few free blocks: retained contexts are given back
+        (the planner picks them) and it is tried again. A failed attempt changes nothing in
+        vLLM, so retrying is safe, and it re-counts everything (watermark, reserved blocks, hits
+        that lost their last reference)."""
         kv = self.kv
         assert kv is not None
-        if request.request_id in self._prefetches:  # issued only where it fits: never a reclaim
-            return allocate(request, num_new_tokens, *args, **kwargs)
+        if request.request_id in self._prefetches or not len(kv):  # a prefetch never reclaims
+            return None
         if request.status != RequestStatus.RUNNING and request.num_computed_tokens == 0:
-            self._acquire(request)  # (re)admitted: the context it hits must not be the one given back
-        blocks = allocate(request, num_new_tokens, *args, **kwargs)
-        if blocks is not None or not len(kv):
-            return blocks
+            self._acquire(request)  # the context it hits must not be the one given back
+        blocks = None
         now = self.programs.now()
         running = request.status == RequestStatus.RUNNING
         manager = self.kv_cache_manager
@@ -482,8 +519,11 @@ class AutellixScheduler(AsyncScheduler):
         while blocks is None:
             need = max(1, wanted - int(manager.block_pool.get_num_free_blocks()))
             if not kv.reclaim(need, now):
-                # A running request comes before the contexts queued calls wait for: they go too.
+                # A running request comes before the contexts queued calls wait for: they go
+                # too; so does the first queued one when nothing runs (else none ever starts).
                 if running and kv.release_queued(self._queued, now):
+                    continue
+                if not running and not self.running and kv.release_queued(self._queued_other(request), now):
                     continue
                 break
             blocks = allocate(request, num_new_tokens, *args, **kwargs)
@@ -492,6 +532,9 @@ class AutellixScheduler(AsyncScheduler):
     def _queued(self, request_id: str) -> bool:
         request = self.requests.get(request_id)
         return request is None or request.status != RequestStatus.RUNNING
+
+    def _queued_other(self, request: Request) -> Callable[[str], bool]:
+        return lambda request_id: request_id != request.request_id and self._queued(request_id)
 
     def _acquire(self, request: Request) -> None:
         kv = self.kv
