@@ -11,14 +11,13 @@ from typing import Any
 import pytest
 from vllm.v1.kv_offload.base import ReqContext
 from vllm.v1.kv_offload.cpu.policies.base import ChunkStatus
-from vllm.v1.request import Request, RequestStatus
 
 from autellix.adapters.kv_host import AutellixCachePolicy
 from autellix.adapters.vllm import AutellixScheduler
 from autellix.testing import vllm_harness as harness
 
 from .conftest import Engine
-from .test_retention import _call, _check, _next_prompt, _tokens, _watch
+from .test_retention import RandomPrograms, _call, _check, _next_prompt, _tokens, _watch
 
 PREFETCH = "autellix-prefetch-"
 
@@ -221,34 +220,12 @@ def test_random_workloads_with_the_host_tier_give_every_block_back(model_config:
     e = _engine(model_config, num_blocks=48, host_blocks=96, max_num_seqs=3)
     e.tick = 0.05
     scheduler = e.scheduler
-    last: dict[str, Request] = {}
-    names = [f"p{i}" for i in range(8)]
-    n = 0
+    workload = RandomPrograms(e, rng, tool_seconds=True)
     for _ in range(500):
-        roll = rng.random()
-        name = rng.choice(names)
-        if roll < 0.12:
-            n += 1
-            previous = last.get(name)
-            prompt = (
-                _next_prompt(previous, rng.randint(1, 40))
-                if previous is not None and previous.is_finished() and rng.random() < 0.8
-                else _tokens(f"fresh-{n}", rng.randint(8, 120))
-            )
-            extra: dict[str, Any] = {"thread_id": rng.choice(["a", "b"]), "tool_seconds": rng.random() * 3}
-            if rng.random() < 0.1:
-                extra["last_call"] = 1
-            last[name] = _call(e, f"{name}-{n}", prompt[:400], rng.randint(1, 40), program_id=name, **extra)
-        elif roll < 0.14:
-            live = [r for r in scheduler.requests if not scheduler.requests[r].is_finished()]
-            if live:  # prefetch requests included: an abort mid-load is vLLM's P/D path
-                scheduler.finish_requests([rng.choice(live)], RequestStatus.FINISHED_ABORTED)
-        elif roll < 0.16:
-            scheduler.finish_program(name)
+        workload.move()
         _step(e)
     _steps(e)
-    for name in names:
-        scheduler.finish_program(name)
+    workload.finish_all()
     _all_back(e)
     stats = scheduler.autellix_stats()
     assert stats["kv_retained_contexts_total"] > 10 and stats["kv_offloaded_blocks_total"] > 0

@@ -290,6 +290,55 @@ def test_a_finish_hint_waits_for_the_live_calls(engine: Make) -> None:
     _all_back(e)
 
 
+class RandomPrograms:
+    """A random agent workload, one move at a time: 8 programs whose calls mostly continue their
+    previous call (a tool result appended), some aborts and finish hints, ``last_call`` hints,
+    and (with ``tool_seconds``) expected tool durations."""
+
+    def __init__(self, e: Any, rng: random.Random, tool_seconds: bool = False) -> None:
+        self.e, self.rng, self.tool_seconds = e, rng, tool_seconds
+        self.names = [f"p{i}" for i in range(8)]
+        self.last: dict[str, Request] = {}  # program -> its latest request
+        self.calls = 0
+
+    def move(self) -> str:
+        """Make one move; which: call, abort, finish, reset (the caller's to make) or none."""
+        rng, scheduler = self.rng, self.e.scheduler
+        roll = rng.random()
+        name = rng.choice(self.names)
+        if roll < 0.12:
+            self.calls += 1
+            previous = self.last.get(name)
+            prompt = (
+                _next_prompt(previous, rng.randint(1, 40))
+                if previous is not None and previous.is_finished() and rng.random() < 0.8
+                else _tokens(f"fresh-{self.calls}", rng.randint(8, 120))
+            )
+            extra: dict[str, Any] = {"thread_id": rng.choice(["a", "b"])}
+            if self.tool_seconds:
+                extra["tool_seconds"] = rng.random() * 3
+            if rng.random() < 0.1:
+                extra["last_call"] = 1
+            request_id = f"{name}-{self.calls}"
+            self.last[name] = _call(
+                self.e, request_id, prompt[:400], rng.randint(1, 40), program_id=name, **extra
+            )
+            return "call"
+        if roll < 0.14:
+            live = [r for r in scheduler.requests if not scheduler.requests[r].is_finished()]
+            if live:  # prefetch requests included: an abort mid-load is vLLM's P/D path
+                scheduler.finish_requests([rng.choice(live)], RequestStatus.FINISHED_ABORTED)
+            return "abort"
+        if roll < 0.16:
+            scheduler.finish_program(name)
+            return "finish"
+        return "reset" if roll < 0.165 else "none"
+
+    def finish_all(self) -> None:
+        for name in self.names:
+            self.e.scheduler.finish_program(name)
+
+
 @pytest.mark.parametrize("seed", [16, 17, 18])
 def test_random_workloads_give_every_block_back(engine: Make, seed: int) -> None:
     rng = random.Random(seed)
@@ -308,38 +357,15 @@ def test_random_workloads_give_every_block_back(engine: Make, seed: int) -> None
         return preempt(request, *args, drop_stale_output=drop_stale_output)
 
     scheduler._preempt_request = preempted
-    last: dict[str, Request] = {}  # program -> its latest request
-    names = [f"p{i}" for i in range(8)]
-    n = 0
+    workload = RandomPrograms(e, rng)
     for _ in range(600):
-        roll = rng.random()
-        name = rng.choice(names)
-        if roll < 0.12:
-            n += 1
-            previous = last.get(name)
-            prompt = (
-                _next_prompt(previous, rng.randint(1, 40))
-                if previous is not None and previous.is_finished() and rng.random() < 0.8
-                else _tokens(f"fresh-{n}", rng.randint(8, 120))
-            )
-            extra: dict[str, Any] = {"thread_id": rng.choice(["a", "b"])}
-            if rng.random() < 0.1:
-                extra["last_call"] = 1
-            last[name] = _call(e, f"{name}-{n}", prompt[:400], rng.randint(1, 40), program_id=name, **extra)
-        elif roll < 0.14:
-            live = [r for r in scheduler.requests if not scheduler.requests[r].is_finished()]
-            if live:
-                scheduler.finish_requests([rng.choice(live)], RequestStatus.FINISHED_ABORTED)
-        elif roll < 0.16:
-            scheduler.finish_program(name)
-        elif roll < 0.165:
+        if workload.move() == "reset":
             scheduler.reset_prefix_cache()  # refused while requests run, but the holds go first
         e.step()
         _check(e)
     e.run()
     _check(e)
-    for name in names:
-        scheduler.finish_program(name)
+    workload.finish_all()
     _all_back(e)
     stats = scheduler.autellix_stats()
     assert stats["kv_retained_contexts_total"] > 10 and stats["kv_retained_hits_total"] > 0
