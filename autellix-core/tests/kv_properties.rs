@@ -113,6 +113,7 @@ struct Model {
     budget: Option<u64>,
     beta: f64,
     floor: f64,
+    min_programs: f64,
     prior_gap: f64,
     prefetch_window: f64,
     priority_scale: Option<f64>,
@@ -146,6 +147,7 @@ impl Model {
             budget: config.admission_blocks,
             beta: config.deferral_beta,
             floor: config.deferral_floor,
+            min_programs: config.admission_min_programs,
             prior_gap: config.prior_gap,
             prefetch_window: config.prefetch_window,
             priority_scale: config.priority_scale,
@@ -535,7 +537,8 @@ impl Model {
 
     /// One more program fits if the counted working sets (and running calls), plus a typical
     /// program's (their mean over the counted programs) for each admitted one without a context
-    /// yet and for the newcomer, stay within the budget.
+    /// yet and for the newcomer, stay within the budget; any program fits while the budget holds
+    /// fewer than `min_programs` typical ones.
     fn fits(&self, running: u64) -> bool {
         let Some(budget) = self.budget else {
             return true;
@@ -543,7 +546,8 @@ impl Model {
         let used = self.used(running);
         let holding = self.counted().count() as u64;
         let typical = used.checked_div(holding).unwrap_or(0);
-        used + typical * (self.reserved.len() as u64 + 1) <= budget
+        typical as f64 * self.min_programs > budget as f64
+            || used + typical * (self.reserved.len() as u64 + 1) <= budget
     }
 
     fn admit(&mut self, program: ProgramId, now: f64, running: u64) -> bool {
@@ -781,12 +785,13 @@ fn config_strategy() -> impl Strategy<Value = KvConfig> {
             proptest::option::weighted(0.7, 0..=60u64),
             prop_oneof![Just(0.5), Just(1.0), Just(4.0)],
             prop_oneof![Just(TICK), Just(1.0), Just(4.0)],
+            prop_oneof![Just(0.0), Just(2.0), Just(4.0)],
         ),
     )
         .prop_map(
             |(
                 (host_blocks, prior, window, priority_scale),
-                (working_set_window, admission_blocks, beta, floor),
+                (working_set_window, admission_blocks, beta, floor, min_programs),
             )| KvConfig {
                 host_blocks,
                 prior_gap: ticks(prior),
@@ -796,6 +801,7 @@ fn config_strategy() -> impl Strategy<Value = KvConfig> {
                 admission_blocks,
                 deferral_beta: beta,
                 deferral_floor: floor,
+                admission_min_programs: min_programs,
             },
         )
 }

@@ -524,6 +524,7 @@ fn finished_program_frees_everything_at_once() {
 fn deferred_program_is_admitted_at_its_bound() {
     let mut kv = planner(KvConfig {
         admission_blocks: Some(10),
+        admission_min_programs: 0.0, // programs here fill most of the budget
         deferral_beta: 2.0,
         deferral_floor: 1.0,
         ..KvConfig::default()
@@ -567,6 +568,37 @@ fn no_budget_admits_everything() {
     assert_eq!(kv.admission_stats(0.0).deferred, 0);
 }
 
+/// Admission defers only while the budget holds at least `admission_min_programs` typical working
+/// sets: when one program fills half the cache, a second one is let in at once (it would otherwise
+/// wait for a whole program to end), and deferral resumes once the programs are small again.
+#[test]
+fn programs_too_large_to_share_the_budget_are_not_deferred() {
+    let mut kv = planner(KvConfig {
+        admission_blocks: Some(100),
+        ..KvConfig::default()
+    });
+    assert_eq!(kv.config().admission_min_programs, 4.0);
+    assert!(kv.admit(1, 0.0, 0).unwrap());
+    kv.insert(spec(1, 1, 50), 0.0, 0.0).unwrap();
+    // A typical program holds 50: the budget holds 2 < 4 of them, so no one is deferred even
+    // though 50 + 50 + 50 > 100.
+    assert!(kv.admit(2, 1.0, 0).unwrap());
+    kv.insert(spec(2, 2, 50), 1.0, 0.0).unwrap();
+    assert!(kv.admit(3, 2.0, 0).unwrap());
+    assert_eq!(kv.admission_stats(2.0).deferred, 0);
+    // Programs 1 and 2 end; program 3 holds 20 (room for 5 typical ones): the budget rule is back
+    // in force, and once 5 programs fill the budget the next one waits (100 + 20 > 100).
+    kv.end_program(1, 1.0);
+    kv.end_program(2, 1.0);
+    kv.insert(spec(3, 3, 20), 3.0, 0.0).unwrap();
+    for p in 4..=7 {
+        assert!(kv.admit(p, 3.0, 0).unwrap());
+        kv.insert(spec(p + 10, p, 20), 3.0, 0.0).unwrap();
+    }
+    assert!(!kv.admit(8, 3.0, 0).unwrap());
+    assert_eq!(kv.admission_stats(3.0).deferred, 1);
+}
+
 /// Admission only gates new programs: a live program's next call (a new context, or a held one
 /// acquired again) goes through `insert` / `acquire`, which never consult the queue, and it does
 /// not jump or disturb the queue of deferred programs.
@@ -574,6 +606,7 @@ fn no_budget_admits_everything() {
 fn live_programs_continue_while_new_ones_wait() {
     let mut kv = planner(KvConfig {
         admission_blocks: Some(4),
+        admission_min_programs: 0.0, // programs here fill most of the budget
         deferral_beta: 10.0,
         ..KvConfig::default()
     });
@@ -597,6 +630,7 @@ fn live_programs_continue_while_new_ones_wait() {
 fn program_ended_while_deferred_leaves_the_queue() {
     let mut kv = planner(KvConfig {
         admission_blocks: Some(10),
+        admission_min_programs: 0.0, // programs here fill most of the budget
         deferral_beta: 2.0,
         deferral_floor: 1.0,
         ..KvConfig::default()
@@ -632,6 +666,7 @@ fn program_ended_while_deferred_leaves_the_queue() {
 fn idle_program_stops_counting_after_the_window() {
     let config = KvConfig {
         admission_blocks: Some(10),
+        admission_min_programs: 0.0, // programs here fill most of the budget
         working_set_window: 5.0,
         deferral_beta: 100.0,
         ..KvConfig::default()
@@ -684,6 +719,7 @@ fn idle_program_stops_counting_after_the_window() {
 fn typical_program_is_the_mean_of_the_counted_ones() {
     let mut kv = planner(KvConfig {
         admission_blocks: Some(3),
+        admission_min_programs: 0.0, // programs here fill most of the budget
         working_set_window: 5.0,
         ..KvConfig::default()
     });

@@ -239,6 +239,7 @@ class KvPlanner:
         admission_blocks: int | None = None,
         deferral_beta: float = 8.0,
         deferral_floor: float = 1.0,
+        admission_min_programs: float = 4.0,
     ) -> KvPlanner: ...
     def insert(
         self,

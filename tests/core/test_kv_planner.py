@@ -44,7 +44,8 @@ def test_without_a_host_tier_contexts_are_dropped_and_a_program_end_frees_everyt
 
 
 def test_admission_defers_new_programs_within_the_bound() -> None:
-    kv = KvPlanner(admission_blocks=10, deferral_beta=2.0, deferral_floor=1.0)
+    # (admission_min_programs 0: here one program fills most of the budget)
+    kv = KvPlanner(admission_blocks=10, deferral_beta=2.0, deferral_floor=1.0, admission_min_programs=0.0)
     assert kv.admit(1, 0.0)
     kv.insert(1, 1, 0.0, blocks=8)
     assert not kv.admit(2, 0.5, running_blocks=4)  # 8 + 4 + a typical 8 > 10
@@ -52,6 +53,19 @@ def test_admission_defers_new_programs_within_the_bound() -> None:
     assert kv.admissions(2.5, running_blocks=4) == [2]  # waited its bound: 2 x max(1 s, 0)
     stats = kv.admission_stats(2.5)
     assert stats["deferred"] == 1 and stats["longest_deferral"] == pytest.approx(2.0)
+
+
+def test_admission_lets_in_programs_too_large_to_share_the_budget() -> None:
+    kv = KvPlanner(admission_blocks=10)  # admission_min_programs 4 by default
+    assert kv.admit(1, 0.0)
+    kv.insert(1, 1, 0.0, blocks=3)  # 4 typical programs (12) exceed the budget: nobody waits
+    assert kv.admit(2, 0.5, running_blocks=4)
+    kv.end_program(1)
+    kv.end_program(2)
+    for program in range(3, 8):  # programs of 2 blocks: room for 5, the budget rule holds again
+        assert kv.admit(program, 1.0)
+        kv.insert(program, program, 1.0, blocks=2)
+    assert not kv.admit(8, 1.0)  # 10 + 2 > 10
 
 
 @pytest.mark.parametrize(
@@ -80,7 +94,14 @@ def test_bad_input_is_a_typed_error_that_changes_nothing(call: object) -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"prior_gap": 0.0}, {"priority_scale": -1.0}, {"working_set_window": 0.0}, {"prefetch_window": -1.0}],
+    [
+        {"prior_gap": 0.0},
+        {"priority_scale": -1.0},
+        {"working_set_window": 0.0},
+        {"prefetch_window": -1.0},
+        {"admission_min_programs": -1.0},
+        {"admission_min_programs": float("nan")},
+    ],
 )
 def test_bad_config_is_a_config_error(options: dict[str, float]) -> None:
     with pytest.raises(ConfigError):

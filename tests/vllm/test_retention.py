@@ -166,13 +166,27 @@ def test_a_queued_call_gives_its_context_up_to_a_running_one(engine: Make) -> No
     _all_back(e)
 
 
+def test_a_program_filling_half_the_cache_defers_no_one(engine: Make) -> None:
+    # One program's 40-block context in a 63-block cache: deferring a newcomer would make it wait
+    # for that whole program to end, so admission lets it in (admission_min_programs).
+    e = engine("plas", num_blocks=64, kv_policy="autellix")
+    e.add("big-0", 40 * 16, 2, program="big")
+    e.run()
+    e.add("new-0", 32, 4, program="new")
+    e.run()
+    assert e.loop.tokens["new-0"] == 4
+    assert e.scheduler.autellix_stats()["programs_deferred_total"] == 0
+    assert e.scheduler.kv.planner.gpu_blocks >= 40  # and the big program's context is still held
+
+
 def test_with_kv_admission_off_no_program_waits(engine: Make) -> None:
     e = engine("plas", num_blocks=64, kv_policy="autellix", kv_admission="off")
-    e.add("big-0", 40 * 16, 2, program="big")  # a 40-block context of 63 blocks, as above
+    for i in range(4):  # the four 14-block contexts that defer "new" with admission on
+        e.add(f"big{i}-0", 14 * 16, 2, program=f"big{i}")
     e.run()
     e.add("new-0", 32, 4, program="new")
     e.step(20)
-    assert e.loop.tokens["new-0"] == 4 and e.scheduler.kv.planner.gpu_blocks >= 40
+    assert e.loop.tokens["new-0"] == 4 and e.scheduler.kv.planner.gpu_blocks >= 56
     assert e.scheduler.autellix_stats()["programs_deferred_total"] == 0
 
 
@@ -349,8 +363,8 @@ def test_random_workloads_give_every_block_back(engine: Make, seed: int) -> None
     by_vllm = []
 
     def preempted(request: Request, *args: Any, drop_stale_output: bool = False) -> Any:
-        # vLLM's own preemption (the core's drops the stale output; it usually comes first, as
-        # its KV budget ignores shared prefixes): only when no context was idle
+        # vLLM's own preemption (the core's drops the stale output): only when no context was
+        # idle
         if not drop_stale_output:
             by_vllm.append(request.request_id)
             assert kv.idle() == 0
@@ -373,29 +387,30 @@ def test_random_workloads_give_every_block_back(engine: Make, seed: int) -> None
 
 
 def test_a_new_program_waits_while_working_sets_do_not_fit(engine: Make) -> None:
-    def big(e: Engine) -> None:
-        e.add("big-0", 40 * 16, 2, program="big")  # a 40-block context of 63 blocks
+    def four(e: Engine) -> None:
+        for i in range(4):  # four 14-block contexts of 63 blocks: room for 4 typical programs
+            e.add(f"big{i}-0", 14 * 16, 2, program=f"big{i}")
         e.run()
-        e.add("new-0", 32, 4, program="new")
+        e.add("new-0", 32, 4, program="new")  # 56 + 14 > 63
         e.step(20)
 
     e = engine("plas", num_blocks=64, kv_policy="autellix")
-    big(e)
+    four(e)
     stats = e.scheduler.autellix_stats()
     assert "new-0" not in e.loop.tokens and stats["deferred_programs"] == 1
     assert stats["deferred_requests"] == 1 and stats["programs_deferred_total"] == 1
-    assert e.scheduler.finish_program("big")  # its working set is gone: "new" fits
+    assert e.scheduler.finish_program("big0")  # its working set is gone: "new" fits
     e.run()
     assert e.loop.tokens["new-0"] == 4 and e.scheduler.autellix_stats()["deferred_programs"] == 0
 
     # never longer than the bound: beta (1) x max(1 s, mean service of ended programs)
     e = engine("plas", num_blocks=64, kv_policy="autellix", starvation_beta=1.0)
-    big(e)
+    four(e)
     deferred_at = e.now - 20 * e.tick
     while "new-0" not in e.loop.tokens:
         e.step()
     assert 1.0 <= e.now - deferred_at <= 1.0 + 10 * e.tick
-    assert e.scheduler.kv.planner.gpu_blocks == 40  # admitted past the bound, the context kept
+    assert e.scheduler.kv.planner.gpu_blocks == 56  # admitted past the bound, the contexts kept
     stats = e.scheduler.autellix_stats()
     assert stats["deferral_bound_seconds"] == 1.0 and stats["longest_deferral_seconds"] >= 1.0
     # a deferred program's requests can be aborted: it leaves the queue
@@ -405,7 +420,7 @@ def test_a_new_program_waits_while_working_sets_do_not_fit(engine: Make) -> None
     e.scheduler.finish_requests(["late-0"], RequestStatus.FINISHED_ABORTED)
     assert e.scheduler.autellix_stats()["deferred_programs"] == 0
     e.run()
-    assert e.scheduler.finish_program("big") and e.scheduler.finish_program("new")
+    assert all(e.scheduler.finish_program(f"big{i}") for i in range(4)) and e.scheduler.finish_program("new")
     assert not e.scheduler.finish_program("late")  # forgotten with its last request
     _all_back(e)
 

@@ -60,8 +60,9 @@ impl KvPlanner {
     #[new]
     #[pyo3(signature = (
         *, host_blocks = Uint(0), prior_gap = 5.0, prefetch_window = 1.0, priority_scale = None,
-        working_set_window = None, admission_blocks = None, deferral_beta = 8.0, deferral_floor = 1.0
-    ), text_signature = "(*, host_blocks=0, prior_gap=5.0, prefetch_window=1.0, priority_scale=None, working_set_window=None, admission_blocks=None, deferral_beta=8.0, deferral_floor=1.0)")]
+        working_set_window = None, admission_blocks = None, deferral_beta = 8.0, deferral_floor = 1.0,
+        admission_min_programs = 4.0
+    ), text_signature = "(*, host_blocks=0, prior_gap=5.0, prefetch_window=1.0, priority_scale=None, working_set_window=None, admission_blocks=None, deferral_beta=8.0, deferral_floor=1.0, admission_min_programs=4.0)")]
     fn new(
         host_blocks: Uint<u64>,
         prior_gap: f64,
@@ -71,6 +72,7 @@ impl KvPlanner {
         admission_blocks: Option<Uint<u64>>,
         deferral_beta: f64,
         deferral_floor: f64,
+        admission_min_programs: f64,
     ) -> PyResult<Self> {
         let config = KvConfig {
             host_blocks: host_blocks.0,
@@ -81,6 +83,7 @@ impl KvPlanner {
             admission_blocks: admission_blocks.map(|b| b.0),
             deferral_beta,
             deferral_floor,
+            admission_min_programs,
         };
         let inner = core::KvPlanner::new(config).map_err(to_py)?;
         Ok(Self {

@@ -2,7 +2,10 @@
 //! programs' contexts and running calls exceed the budget, a *new* program waits (the next call of
 //! a live program never does), in arrival order, and never longer than the bound
 //! `beta x max(floor, mean service of ended programs)` — the anti-starvation rule `W / T >= beta`
-//! with the program's unknown service taken as the typical program's.
+//! with the program's unknown service taken as the typical program's. It defers only while the
+//! budget holds several typical working sets (`min_programs`): when one program fills a large part
+//! of the cache, a deferred program would wait for whole programs to end, which costs more than the
+//! re-prefills it saves.
 
 use std::collections::VecDeque;
 
@@ -27,6 +30,7 @@ pub struct AdmissionStats {
 pub(super) struct Admission {
     beta: f64,
     floor: f64,
+    min_programs: f64,
     queue: VecDeque<(ProgramId, f64)>,
     queued: FxHashSet<ProgramId>,
     /// Admitted programs that hold no context yet: each counts as a typical program.
@@ -38,10 +42,11 @@ pub(super) struct Admission {
 }
 
 impl Admission {
-    pub(super) fn new(beta: f64, floor: f64) -> Self {
+    pub(super) fn new(beta: f64, floor: f64, min_programs: f64) -> Self {
         Self {
             beta,
             floor,
+            min_programs,
             queue: VecDeque::new(),
             queued: FxHashSet::default(),
             reserved: FxHashSet::default(),
@@ -62,7 +67,8 @@ impl Admission {
     }
 
     /// Would one more program fit? Programs admitted without a context yet count as the average
-    /// live program's working set.
+    /// live program's working set. Always, when the budget holds fewer than `min_programs` of
+    /// those.
     fn fits(&self, used: u64, budget: Option<u64>, holding: usize) -> bool {
         let Some(budget) = budget else { return true };
         let typical = if holding == 0 {
@@ -70,7 +76,8 @@ impl Admission {
         } else {
             used / holding as u64
         };
-        used + typical * (self.reserved.len() as u64 + 1) <= budget
+        typical as f64 * self.min_programs > budget as f64
+            || used + typical * (self.reserved.len() as u64 + 1) <= budget
     }
 
     pub(super) fn admit(

@@ -110,6 +110,13 @@ pub struct KvConfig {
     /// the anti-starvation rule `W / T >= beta` applied to a program not yet admitted.
     pub deferral_beta: f64,
     pub deferral_floor: f64,
+    /// Admission defers only while the budget holds at least this many typical working sets
+    /// (the live programs' mean); with fewer, every program is admitted. With room for `m`
+    /// programs, a deferred program waits about `1 / m` of a whole program for one to end: when
+    /// a single program fills a quarter of the cache or more, that wait costs more than the
+    /// re-prefills it saves (measured on lats, where one tree search fills half of it). 0:
+    /// always defer by the budget.
+    pub admission_min_programs: f64,
 }
 
 impl Default for KvConfig {
@@ -123,6 +130,7 @@ impl Default for KvConfig {
             admission_blocks: None,
             deferral_beta: 8.0,
             deferral_floor: 1.0,
+            admission_min_programs: 4.0,
         }
     }
 }
@@ -141,6 +149,12 @@ impl KvConfig {
                     "{name} must be finite and > 0, got {value}"
                 )));
             }
+        }
+        if !(self.admission_min_programs.is_finite() && self.admission_min_programs >= 0.0) {
+            return Err(CoreError::InvalidConfig(format!(
+                "admission_min_programs must be finite and >= 0, got {}",
+                self.admission_min_programs
+            )));
         }
         if self.working_set_window.is_nan() || self.working_set_window <= 0.0 {
             return Err(CoreError::InvalidConfig(format!(
@@ -224,7 +238,11 @@ impl KvPlanner {
         let window = config.working_set_window;
         Ok(Self {
             gaps: GapEstimator::new(config.prior_gap),
-            admission: Admission::new(config.deferral_beta, config.deferral_floor),
+            admission: Admission::new(
+                config.deferral_beta,
+                config.deferral_floor,
+                config.admission_min_programs,
+            ),
             config,
             contexts: FxHashMap::default(),
             by_program: FxHashMap::default(),

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -135,6 +136,8 @@ class RetainedContexts:
         self._acquired: dict[str, int] = {}
         self._ids = itertools.count(1)
         self._counts = RetentionStats()
+        #: block id -> references the contexts keep on it (two sibling contexts may share blocks)
+        self._holds: Counter[int] = Counter()
 
     # -- calls ----------------------------------------------------------------------------------
 
@@ -220,6 +223,7 @@ class RetainedContexts:
             log.error("autellix: context of program %d not retained: %s", program, exc)
             return None
         self.pool.touch(own)
+        self._holds.update(b.block_id for b in own)
         record = _Context(
             program, thread, parent, own, key, frozenset(b.block_id for b in own), size=len(own)
         )
@@ -279,6 +283,7 @@ class RetainedContexts:
         held = {b.block_id for b in record.blocks}
         fresh = [b for b in blocks if b.block_id not in held]
         self.pool.touch(fresh)  # before anything is freed: a shared block never drops to 0
+        self._holds.update(b.block_id for b in fresh)
         record.blocks = record.blocks + fresh
         record.ids = frozenset(b.block_id for b in record.blocks)
         self._counts.rehydrated_blocks += len(fresh)
@@ -389,6 +394,10 @@ class RetainedContexts:
         # Tail first, as vLLM frees a request: a chain is evicted from its end; the blocks keep
         # their hashes, so a call arriving before they are reused still hits them.
         self.pool.free_blocks(reversed(blocks))
+        self._holds.subtract(b.block_id for b in blocks)
+        for block in blocks:
+            if self._holds[block.block_id] <= 0:
+                del self._holds[block.block_id]
         self._counts.reclaimed_blocks[why] = self._counts.reclaimed_blocks.get(why, 0) + len(blocks)
         return len(blocks)
 
@@ -398,6 +407,10 @@ class RetainedContexts:
     def held_blocks(self) -> int:
         """Blocks held on the GPU now."""
         return sum(len(c.blocks) for c in self._contexts.values())
+
+    def holds(self, block_id: int) -> int:
+        """References the contexts keep on this block (0: none)."""
+        return self._holds.get(block_id, 0)
 
     def pending(self) -> list[int]:
         """GPU contexts (for the planner) whose blocks are not all taken back yet."""
@@ -458,3 +471,4 @@ class RetainedContexts:
         if self.host is None:
             assert on_gpu == self.held_blocks, (on_gpu, self.held_blocks)
         assert len(self.planner) == len(self._contexts)
+        assert self._holds == Counter(b.block_id for b in self.held()), "hold counts drifted"

@@ -25,8 +25,9 @@ kv_policy          AUTELLIX_KV_POLICY           what happens to a finished call'
 kv_admission       AUTELLIX_KV_ADMISSION        with kv_policy ``autellix``: defer new
                                                 programs while the live working sets exceed
                                                 the KV cache (host tier included), at most
-                                                beta x the mean program service; ``on`` |
-                                                ``off``; default ``on``
+                                                beta x the mean program service, and only
+                                                while it holds 4+ typical working sets;
+                                                ``on`` | ``off``; default ``on``
 control            AUTELLIX_CONTROL             a unix socket path the plug-in listens on for
                                                 the front's hints (:mod:`.control`; ``autellix
                                                 serve --engine vllm`` sets it); default none

@@ -21,7 +21,10 @@ subclass would lose async scheduling's output placeholders) and changes three th
 * **Preemption.** Before vLLM schedules, the core steps (``max_num_seqs`` slots, the KV cache's
   tokens); a running request the core preempts for a better-queued one is preempted in vLLM
   (recompute; restored from host memory instead when vLLM's KV offloading is on). vLLM alone never
-  preempts a running request for a waiting one.
+  preempts a running request for a waiting one. The core counts each call's whole context; a
+  prompt prefix that running requests share in vLLM's cache is given back to its budget
+  (:mod:`autellix.adapters.shared_prefix`), so sibling calls of a tree search are not preempted
+  for memory vLLM has.
 * **Accounting.** Each request is a call in the core (:class:`autellix.adapters.tracker.ProgramTracker`):
   steps charge service to the running calls, vLLM's own preemptions, finishes and aborts are
   reported, and calls without a program end their one-call program.
@@ -48,7 +51,9 @@ runs here:
 * **Admission** (``kv_admission``, on by default). A new program waits (its requests stay in
   vLLM's waiting queue, invisible to its scan) while the live programs' working sets and the
   running requests exceed the KV cache (and host tier), in arrival order and never longer than
-  ``starvation_beta`` x the mean service of ended programs.
+  ``starvation_beta`` x the mean service of ended programs; and only while the cache holds at
+  least four typical working sets (with fewer, a deferred program would wait for whole
+  programs to end: every program is admitted).
 * **Metrics.** ``autellix:*`` (:mod:`autellix.adapters.kv_metrics`) and
   :meth:`AutellixScheduler.autellix_stats`.
 
@@ -77,6 +82,7 @@ from autellix.adapters.control import ControlListener, listen_path
 from autellix.adapters.kv_metrics import KvMetrics, exporter
 from autellix.adapters.kv_retention import RetainedContexts
 from autellix.adapters.settings import PluginSettings
+from autellix.adapters.shared_prefix import SharedPrefixes
 from autellix.adapters.tracker import CallHints, ProgramTracker, call_hints, call_identity
 from autellix.identity import CallIdentity
 
@@ -214,6 +220,8 @@ class AutellixScheduler(AsyncScheduler):
         # the null block never holds KV; the watermark is kept free by vLLM
         usable = max(0, num_blocks - 1 - getattr(self.kv_cache_manager, "watermark_blocks", 0))
         self._kv_tokens = usable * self.block_size
+        #: prompt tokens running requests share in vLLM's cache, which the core counts per call
+        self._shared = SharedPrefixes(self.block_size)
         self._decoded = 0
         #: the KV planner's contexts (kv_policy autellix), and new programs it has not admitted:
         #: core id -> their requests in arrival order, with what submitting them needs
@@ -393,6 +401,7 @@ class AutellixScheduler(AsyncScheduler):
         if self._prefetches.pop(request.request_id, None) is not None:
             return super()._free_request(request, *args, **kwargs)  # the plug-in's own: no call
         aborted = request.status in (RequestStatus.FINISHED_ABORTED, RequestStatus.FINISHED_ERROR)
+        self._shared.stopped(request.request_id)
         if self.kv is not None:
             self._kv_finished(request)
         self.programs.ended(request.request_id, aborted=aborted)
@@ -401,6 +410,7 @@ class AutellixScheduler(AsyncScheduler):
     def _preempt_request(self, request: Request, timestamp: float, *args: Any, **kwargs: Any) -> None:
         # before vLLM requeues it, so that the queue files it as held, not ready
         self.programs.preempted(request.request_id)
+        self._shared.stopped(request.request_id)
         if self.kv is not None:
             self.kv.release(request.request_id, self.programs.now())
         super()._preempt_request(request, timestamp, *args, **kwargs)
@@ -418,7 +428,9 @@ class AutellixScheduler(AsyncScheduler):
             self._apply_control()
         if self._deferred:
             self._admit_deferred()
-        decision = self.programs.step(self.max_num_running_reqs, self._kv_tokens, decoded=self._decoded)
+        decision = self.programs.step(
+            self.max_num_running_reqs, self._kv_tokens + self._shared.total, decoded=self._decoded
+        )
         self._decoded = 0
         if decision.preempted:
             self._apply_preemptions(decision.preempted)
@@ -434,14 +446,22 @@ class AutellixScheduler(AsyncScheduler):
             if self.kv.host is not None:
                 self._prefetch()
         output = super().schedule(*args, **kwargs)
-        if self.kv is not None:
-            for new in output.scheduled_new_reqs:
-                if self.kv.acquired(new.req_id) is None:  # gave its context up while queued
-                    request = self.requests.get(new.req_id)
-                    if request is not None:
-                        self._acquire(request)
-                if new.num_computed_tokens and self.kv.acquired(new.req_id) is not None:
-                    self.kv.hit(new.num_computed_tokens)
+        kv = self.kv
+        hits = []
+        for new in output.scheduled_new_reqs:
+            if new.req_id in self._prefetches:
+                continue
+            if kv is not None and kv.acquired(new.req_id) is None:  # gave its context up while queued
+                request = self.requests.get(new.req_id)
+                if request is not None:
+                    self._acquire(request)
+            if new.num_computed_tokens:
+                blocks = self.kv_cache_manager.get_blocks(new.req_id).blocks[0]
+                hits.append((new.req_id, blocks, new.num_computed_tokens))
+                if kv is not None and kv.acquired(new.req_id) is not None:
+                    kv.hit(new.num_computed_tokens)
+        if hits:
+            self._shared.started(hits, _no_holds if kv is None else kv.holds)
         return output
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
@@ -731,6 +751,10 @@ class AutellixScheduler(AsyncScheduler):
             self._metrics.update(stats)
         elif stats.get("kv_retained_contexts_total"):
             log.info("autellix kv: %s", ", ".join(f"{k} {v:g}" for k, v in sorted(stats.items())))
+
+
+def _no_holds(block_id: int) -> int:
+    return 0
 
 
 def _prefix_key(block: Any) -> Any:
