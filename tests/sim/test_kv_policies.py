@@ -133,3 +133,31 @@ def test_admission_defers_new_programs_and_lets_them_in_within_the_bound() -> No
     # (the core proptests the exact rule).
     assert 0 < stats["longest_deferral"] <= 1.25 * stats["bound"] + 1e-9
     assert all(p.finish >= 0 for p in cluster.programs)
+
+
+def test_one_call_programs_are_never_deferred() -> None:
+    # The overloaded bfcl run above with every eighth program cut to its first call: the others
+    # still fill the budget and are deferred, but a one-call program leaves no context behind,
+    # so admission is never asked about it.
+    config = SimConfig(workload="bfcl", programs=150, rate=0.2, kv_policy="autellix", host_kv_gib=1.0)
+    programs = [
+        dataclasses.replace(p, calls=p.calls[:1]) if p.id % 8 == 0 else p for p in load_programs(config)
+    ]
+    one_call = {p.id for p in programs if len(p.calls) == 1}
+    cluster = Cluster(config, programs, SMALL_KV)
+    assert cluster.admission is not None
+    planner, asked = cluster.admission, []
+
+    class Recorded:  # the planner, recording which programs ask to start
+        def admit(self, program: int, *args: object) -> bool:
+            asked.append(program)
+            return planner.admit(program, *args)  # type: ignore[arg-type]  # (now, used)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(planner, name)
+
+    cluster.admission = Recorded()  # type: ignore[assignment]
+    cluster.run(1e6)
+    assert one_call and not one_call & set(asked)
+    assert planner.admission_stats(cluster.now)["deferred"] > 0  # the others were deferred
+    assert all(p.finish >= 0 for p in cluster.programs)

@@ -399,6 +399,14 @@ def test_a_new_program_waits_while_working_sets_do_not_fit(engine: Make) -> None
     stats = e.scheduler.autellix_stats()
     assert "new-0" not in e.loop.tokens and stats["deferred_programs"] == 1
     assert stats["deferred_requests"] == 1 and stats["programs_deferred_total"] == 1
+    # a program of one call leaves no context to protect: never deferred, even behind "new" (no
+    # program id, or last_call on its first call)
+    e.add("chat-0", 32, 4)
+    e.add("once-0", 32, 4, program="once", last_call=True)
+    e.step(20)
+    assert e.loop.tokens["chat-0"] == 4 and e.loop.tokens["once-0"] == 4
+    stats = e.scheduler.autellix_stats()
+    assert "new-0" not in e.loop.tokens and stats["programs_deferred_total"] == 1
     assert e.scheduler.finish_program("big0")  # its working set is gone: "new" fits
     e.run()
     assert e.loop.tokens["new-0"] == 4 and e.scheduler.autellix_stats()["deferred_programs"] == 0

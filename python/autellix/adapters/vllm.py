@@ -53,7 +53,8 @@ runs here:
   running requests exceed the KV cache (and host tier), in arrival order and never longer than
   ``starvation_beta`` x the mean service of ended programs; and only while the cache holds at
   least four typical working sets (with fewer, a deferred program would wait for whole
-  programs to end: every program is admitted).
+  programs to end: every program is admitted). A program of one call (no program id, or
+  ``last_call`` on its first call) is never deferred: it leaves no context to protect.
 * **Metrics.** ``autellix:*`` (:mod:`autellix.adapters.kv_metrics`) and
   :meth:`AutellixScheduler.autellix_stats`.
 
@@ -366,7 +367,12 @@ class AutellixScheduler(AsyncScheduler):
             identity = call_identity(extra, request.session_id)
             hints = call_hints(extra)
             program, new = self.programs.resolve(identity)
-            if self.kv is not None and (program in self._deferred or (new and not self._admit(program))):
+            # a program of one call (no program id, or last_call on its first) leaves no context
+            # behind to protect: admission never defers it
+            one_call = identity.program is None or hints.last_call
+            if self.kv is not None and (
+                program in self._deferred or (new and not one_call and not self._admit(program))
+            ):
                 self._deferred.setdefault(program, []).append((request, identity, hints, aliases))
                 self._deferred_since.setdefault(program, self.programs.now())
                 self._parked[request.request_id] = program

@@ -6,8 +6,8 @@ Events, in time order (ties: finishes, then arrivals and issued calls, then engi
 a round sees everything that happened at its instant):
 
 - a program arrives and issues its root calls (after their tool waits), unless the KV planner's
-  admission defers it (kv policy ``autellix``): then it starts when admitted, at the latest when
-  its deferral bound runs out (an admission event);
+  admission defers it (kv policy ``autellix``, a program of more than one call): then it starts
+  when admitted, at the latest when its deferral bound runs out (an admission event);
 - a call is issued: the balancer picks an engine, the core queues it, an idle engine wakes;
 - a call finishes: the core is told, the program's ready children are issued after their
   tool waits, a finished program is ended in the core;
@@ -155,7 +155,13 @@ class Cluster:
 
     def _arrive(self, program: _Program) -> None:
         admission = self.admission
-        if admission is not None and not admission.admit(program.spec.id, self.now, self.engines[0].kv.used):
+        # a one-call program leaves no context to protect: never deferred (as the vLLM plug-in
+        # treats a call without a program id, or with last_call on its first call)
+        if (
+            admission is not None
+            and len(program.spec.calls) > 1
+            and not admission.admit(program.spec.id, self.now, self.engines[0].kv.used)
+        ):
             self.deferred_programs[program.spec.id] = program
             self._wake_for_admission()
             return

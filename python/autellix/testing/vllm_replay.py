@@ -393,6 +393,8 @@ class Replay:
         call = self.calls.specs[pid].calls[index]
         rid = request_id(pid, index)
         extra: dict[str, Any] = {"program_id": f"prog-{pid}", "thread_id": f"t{call.thread}"}
+        if len(self.calls.specs[pid].calls) == 1:
+            extra["last_call"] = True  # a one-call program's client knows (a plain chat request)
         if call.parents:
             extra["parent_ids"] = [request_id(pid, q) for q in call.parents]
         ids = self.prompts[pid].build(call)
