@@ -57,3 +57,19 @@ def test_without_the_shared_count_the_core_preempts_a_sibling(engine: Make) -> N
     assert _siblings(e) != []
     stock = engine(stock=True, num_blocks=64, max_num_seqs=4)  # vLLM alone has the memory
     assert _siblings(stock) == []
+
+
+def test_a_prefix_shared_across_programs_is_given_back_while_both_run(engine: Make) -> None:
+    # Two programs with the same 20-block system prompt: the second finds the first running on
+    # the same blocks when it starts
+    e = engine("plas", num_blocks=64, max_num_seqs=4)
+    _, preempted = _watch(e)
+    system = _tokens("system", PARENT_BLOCKS * 16)
+    _call(e, "first-0", [*system, *_tokens("first", 16)], 200, program_id="first")
+    e.step(3)  # running, its prefix computed
+    _call(e, "second-0", [*system, *_tokens("second", 16)], 200, program_id="second")
+    counted = []
+    while e.loop.busy():
+        e.step()
+        counted.append(e.scheduler._shared.total)
+    assert preempted == [] and max(counted) == PARENT_BLOCKS * 16 and counted[-1] == 0
