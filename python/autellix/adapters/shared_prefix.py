@@ -5,16 +5,18 @@ calls shared KV. vLLM's prefix cache stores a prefix once for every request that
 sibling calls of a tree search run together (lats: each expansion extends the same parent context)
 the core's count is several times what vLLM holds: the core then leaves slots empty and preempts
 running calls for memory vLLM has. The plug-in gives the core back what its count repeats, as the
-simulator does for its batch (measured on lats: 21% more engine steps and P99 1.21x stock vLLM's
-before, ties after; benches/RESULTS.md).
+simulator does for its batch. Measured on lats (benches/RESULTS.md, issue 16): with kv ``lru`` the
+plug-in took 21% more engine steps than stock vLLM; this count takes its P99 from 22.4 to 21.2
+ms/token (stock: 18.5; the rest is PLAS's order).
 
 A request's *shared tokens* are the leading blocks of its prefix-cache hit that a running request
 started before it also references, found when vLLM first schedules it: a block's references are
-its running requests plus the plug-in's retention holds (:meth:`RetainedContexts.holds`), and along
-a prefix they never increase, so a binary search finds the shared part in O(log n). The figure stays fixed
-until the request stops; if the request it shared with ends first, the core's budget is too large
-by that prefix for a while, which only lets the core offer vLLM a call that vLLM's own allocation
-check then keeps waiting. A request resumed after a preemption counts as sharing nothing.
+its running requests plus the plug-in's retention holds (:meth:`RetainedContexts.holds`), and
+along a prefix they never increase, so a binary search finds the shared part in O(log n). The
+figure stays fixed until the request stops; if the request it shared with ends first, the core's
+budget is too large by that prefix for a while, which only lets the core offer vLLM a call that
+vLLM's own allocation check then keeps waiting. A request resumed after a preemption counts as
+sharing nothing.
 """
 
 from __future__ import annotations
